@@ -1,0 +1,27 @@
+using Portico.Config;
+
+namespace Portico.Upstreams;
+
+/// <summary>The wire protocol Portico speaks to an upstream group.</summary>
+public enum UpstreamProtocol
+{
+    /// <summary>HTTP/1.1 with keep-alive (HTTP/2 by ALPN is not attempted: as nginx, explicit is better).</summary>
+    Http1,
+    /// <summary>HTTP/2 with prior knowledge (cleartext) or over TLS when servers have tls: true.</summary>
+    Http2,
+}
+
+/// <summary>A compiled upstream group: servers, balancer, timeouts and the connection pool used to reach them.</summary>
+public sealed class UpstreamModel
+{
+    public required string Name { get; init; }
+    public required UpstreamConfig Config { get; init; }
+    public required UpstreamProtocol Protocol { get; init; }
+    public required ServerModel[] Servers { get; init; }
+    public required LoadBalancingPolicy Policy { get; init; }
+    public required TimeSpan ConnectTimeout { get; init; }
+    public required TimeSpan ReadTimeout { get; init; }
+    public int MaxRetries { get; init; }
+    /// <summary>The long-lived pool (SocketsHttpHandler) for this group; shared across reloads when settings match.</summary>
+    public required UpstreamClient Client { get; init; }
+}
