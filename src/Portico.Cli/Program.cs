@@ -1,1 +1,129 @@
-Console.WriteLine("x");
+using System.CommandLine;
+using System.Net;
+using System.Reflection;
+using Portico.Config;
+using Portico.Hosting;
+
+namespace Portico.Cli;
+
+internal static class Program
+{
+    private const string DefaultConfig = "config/default.yaml";
+
+    public static async Task<int> Main(string[] args)
+    {
+        var configArgument = new Argument<string?>("CONFIG") { Description = "Path to the YAML config (default: config/default.yaml)", Arity = ArgumentArity.ZeroOrOne };
+        var configOption = new Option<string?>("--config", "-c") { Description = "Path to the YAML config" };
+        var root = new RootCommand("Portico: a reverse proxy and API gateway");
+        root.Arguments.Add(configArgument);
+        root.Options.Add(configOption);
+        root.SetAction((parse, cancellationToken) =>
+            RunAsync(parse.GetValue(configOption) ?? parse.GetValue(configArgument) ?? DefaultConfig));
+
+        var validateArgument = new Argument<string>("CONFIG") { Description = "Path to the YAML config" };
+        var validate = new Command("validate", "Check a config file; prints every error with its line and key path");
+        validate.Arguments.Add(validateArgument);
+        validate.SetAction(parse => Validate(parse.GetValue(validateArgument)!));
+        root.Subcommands.Add(validate);
+
+        var version = new Command("version", "Print the version");
+        version.SetAction(_ =>
+        {
+            Console.WriteLine($"portico {VersionText()}");
+            return 0;
+        });
+        root.Subcommands.Add(version);
+
+        var listenOption = new Option<string[]>("--listen", "-l") { Description = "host:port to listen on (repeatable)", AllowMultipleArgumentsPerToken = true, Required = true };
+        var nameOption = new Option<string>("--name") { Description = "Name reported in responses", DefaultValueFactory = _ => "echo" };
+        var echo = new Command("echo", "Run a small echo upstream for trying routes (answers JSON describing each request)");
+        echo.Options.Add(listenOption);
+        echo.Options.Add(nameOption);
+        echo.SetAction((parse, cancellationToken) => EchoAsync(parse.GetValue(listenOption)!, parse.GetValue(nameOption)!, cancellationToken));
+        root.Subcommands.Add(echo);
+
+        return await root.Parse(args).InvokeAsync();
+    }
+
+    private static string VersionText() =>
+        typeof(PorticoHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
+
+    private static int Validate(string path)
+    {
+        var result = ConfigLoader.LoadFile(path);
+        foreach (var warning in result.Warnings)
+        {
+            Console.Error.WriteLine($"warning: {path}: {warning}");
+        }
+        if (!result.IsValid)
+        {
+            foreach (var error in result.Errors)
+            {
+                Console.Error.WriteLine($"error: {path}: {error}");
+            }
+            Console.Error.WriteLine($"{path}: {result.Errors.Count} error(s)");
+            return 1;
+        }
+        Console.WriteLine($"{path}: OK ({result.Config!.Upstreams.Count} upstreams, {result.Config.Routes.Count} routes)");
+        return 0;
+    }
+
+    private static async Task<int> RunAsync(string path)
+    {
+        PorticoHost? host;
+        try
+        {
+            host = PorticoHost.Create(path, Console.Error);
+        }
+        catch (Exception ex)
+        {
+            Console.Error.WriteLine($"error: {path}: {ex.Message}");
+            return 1;
+        }
+        if (host is null)
+        {
+            return 1;
+        }
+        await using (host)
+        {
+            try
+            {
+                await host.StartAsync();
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine($"error: could not start: {ex.Message}");
+                return 1;
+            }
+            await host.WaitForStopSignalAsync();
+            await host.StopAsync();
+        }
+        return 0;
+    }
+
+    private static async Task<int> EchoAsync(string[] listen, string name, CancellationToken cancellationToken)
+    {
+        var endpoints = new List<IPEndPoint>();
+        foreach (var value in listen)
+        {
+            if (!ListenAddress.TryParse(value, out var endpoint))
+            {
+                Console.Error.WriteLine($"error: --listen {value}: expected host:port");
+                return 1;
+            }
+            endpoints.Add(endpoint);
+        }
+        await using var app = EchoServer.Build(endpoints, name);
+        await app.StartAsync(cancellationToken);
+        Console.WriteLine($"echo upstream '{name}' listening on {string.Join(", ", app.Urls)}");
+        try
+        {
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        await app.StopAsync(CancellationToken.None);
+        return 0;
+    }
+}

@@ -23,4 +23,7 @@ public abstract class LoadBalancingPolicy
     /// again (the one a retry just failed on) unless it is the only available one.
     /// </summary>
     public abstract ServerModel? Select(ulong hashKey, ServerModel? exclude);
+
+    /// <summary>True when <see cref="Select"/> uses its hash key, so callers compute it only then.</summary>
+    public virtual bool UsesHashKey => false;
 }

@@ -1,0 +1,166 @@
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Portico.Proxy;
+using Portico.Routing;
+using Portico.Upstreams;
+
+namespace Portico.Gateway;
+
+/// <summary>Per-request state of the gateway.</summary>
+public sealed class GatewayContext
+{
+    internal GatewayContext(GatewaySnapshot snapshot)
+    {
+        Snapshot = snapshot;
+    }
+
+    /// <summary>The config snapshot this request runs on, taken once when it arrived.</summary>
+    public GatewaySnapshot Snapshot { get; }
+
+    /// <summary>The matched route; null when the default upstream serves the request.</summary>
+    public RouteModel? Route { get; internal set; }
+
+    /// <summary>The upstream group chosen for the request.</summary>
+    public UpstreamModel? Upstream { get; internal set; }
+}
+
+/// <summary>
+/// The ready gateway: a <see cref="ProxyApp{TContext}"/> whose phases are driven by the YAML config. Holds the
+/// current <see cref="GatewaySnapshot"/> and swaps it atomically on reload.
+/// </summary>
+public sealed partial class GatewayApp : ProxyApp<GatewayContext>
+{
+    private GatewaySnapshot _snapshot;
+    private readonly ILogger _accessLog;
+    private readonly ILogger _logger;
+    private readonly Auth.JwtAuthenticator _auth;
+
+    public GatewayApp(GatewaySnapshot snapshot, ILoggerFactory loggerFactory)
+    {
+        _snapshot = snapshot;
+        _accessLog = loggerFactory.CreateLogger("Portico.AccessLog");
+        _logger = loggerFactory.CreateLogger<GatewayApp>();
+        _auth = new Auth.JwtAuthenticator(snapshot.Config.Auth);
+    }
+
+    /// <summary>The snapshot new requests run on.</summary>
+    public GatewaySnapshot Snapshot => Volatile.Read(ref _snapshot);
+
+    /// <summary>Makes <paramref name="next"/> current; returns the previous one. In-flight requests keep theirs.</summary>
+    public GatewaySnapshot Swap(GatewaySnapshot next) => Interlocked.Exchange(ref _snapshot, next);
+
+    public override GatewayContext NewContext(ProxySession session) => new(Snapshot);
+
+    public override async ValueTask<bool> RequestFilterAsync(ProxySession session, GatewayContext ctx)
+    {
+        var request = session.Request;
+        var snapshot = ctx.Snapshot;
+        var route = snapshot.Routes.Match(request.Host.Host, request.Method, request.Path.Value ?? "/", request.Headers);
+        if (route is null)
+        {
+            if (snapshot.DefaultUpstream is null)
+            {
+                throw new ProxyException(new ProxyError(ProxyErrorKind.NoRoute, ProxyErrorSource.Downstream, false, "no route matches this request"));
+            }
+            ctx.Upstream = snapshot.DefaultUpstream;
+            return false;
+        }
+        ctx.Route = route;
+
+        Auth.JwtAuthenticator.StripIdentityHeaders(request);
+        if (route.AuthRequired)
+        {
+            var failure = await _auth.AuthenticateAsync(session);
+            if (failure is not null)
+            {
+                await Auth.JwtAuthenticator.WriteChallengeAsync(session, failure);
+                return true;
+            }
+        }
+
+        if (route.Respond is { } respond)
+        {
+            var response = session.Response;
+            response.StatusCode = respond.Status;
+            response.ContentType = respond.ContentType;
+            var body = Encoding.UTF8.GetBytes(respond.Body);
+            response.ContentLength = body.Length;
+            if (!HttpMethods.IsHead(request.Method))
+            {
+                await response.Body.WriteAsync(body, session.HttpContext.RequestAborted);
+            }
+            session.ResponseBodyBytes = body.Length;
+            return true;
+        }
+
+        ctx.Upstream = route.Upstream;
+        if (route.Timeout is { } timeout)
+        {
+            session.ReadTimeoutOverride = timeout;
+        }
+        if (route.StripPrefix is { Length: > 0 } prefix)
+        {
+            var path = request.Path;
+            if (path.StartsWithSegments(prefix, StringComparison.Ordinal, out var rest))
+            {
+                var remaining = rest.HasValue ? rest.ToUriComponent() : "/";
+                session.UpstreamPathAndQuery = request.PathBase.ToUriComponent() + remaining + request.QueryString.ToUriComponent();
+            }
+        }
+        return false;
+    }
+
+    public override ValueTask<UpstreamPeer?> SelectUpstreamAsync(ProxySession session, GatewayContext ctx)
+    {
+        var upstream = ctx.Upstream;
+        if (upstream is null)
+        {
+            return ValueTask.FromResult<UpstreamPeer?>(null);
+        }
+        var policy = upstream.Policy;
+        var hashKey = policy.UsesHashKey ? KetamaRing.HashKey(session.ClientAddress) : 0UL;
+        var server = policy.Select(hashKey, session.Peer?.Server);
+        return ValueTask.FromResult<UpstreamPeer?>(server is null ? null : ctx.Snapshot.PeerFor(upstream, server));
+    }
+
+    public override int MaxRetries(ProxySession session, GatewayContext ctx) => ctx.Upstream?.MaxRetries ?? 0;
+
+    public override ProxyError FailToConnect(ProxySession session, UpstreamPeer peer, ProxyError error, GatewayContext ctx)
+    {
+        Log.ConnectFailed(_logger, session.RequestId, peer.UpstreamName ?? "-", peer.Server.Authority, error.Code);
+        return error;
+    }
+
+    public override ValueTask LoggingAsync(ProxySession session, ProxyError? error, GatewayContext ctx)
+    {
+        var status = session.Response.StatusCode;
+        var elapsed = session.Elapsed;
+        var alwaysLog = error is not null && error.Kind != ProxyErrorKind.DownstreamClosed || status >= 500 || elapsed.TotalSeconds >= 1;
+        var rate = ctx.Snapshot.Config.Logging.SamplingRate ?? ctx.Snapshot.Config.Logging.SampleRate;
+        if (!_accessLog.IsEnabled(LogLevel.Information) || !ctx.Snapshot.Config.Logging.AccessLog && !alwaysLog)
+        {
+            return ValueTask.CompletedTask;
+        }
+        if (alwaysLog || rate >= 1.0 || Random.Shared.NextDouble() < rate)
+        {
+            var request = session.Request;
+            Log.Access(_accessLog, session.RequestId, session.ClientAddress.ToString(), request.Method, request.Path.Value ?? "/",
+                request.Protocol, status, session.ResponseBodyBytes, ctx.Route?.Name ?? "-", ctx.Upstream?.Name ?? "-",
+                session.Peer?.Server.Authority ?? "-", elapsed.TotalMilliseconds, session.UpstreamHeaderTime.TotalMilliseconds,
+                session.Attempts, error?.Code ?? "-");
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 2001, Level = LogLevel.Information,
+            Message = "{RequestId} {ClientIp} \"{Method} {Path} {Protocol}\" {Status} {Bytes} route={Route} upstream={Upstream} server={Server} duration_ms={DurationMs:0.###} upstream_ms={UpstreamMs:0.###} attempts={Attempts} error={Error}")]
+        public static partial void Access(ILogger logger, string requestId, string clientIp, string method, string path, string protocol,
+            int status, long bytes, string route, string upstream, string server, double durationMs, double upstreamMs, int attempts, string error);
+
+        [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "{RequestId}: connect to {Upstream}/{Server} failed: {Code}")]
+        public static partial void ConnectFailed(ILogger logger, string requestId, string upstream, string server, string code);
+    }
+}

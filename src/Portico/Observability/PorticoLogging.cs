@@ -1,0 +1,73 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+using Portico.Config;
+
+namespace Portico.Logging;
+
+/// <summary>
+/// Builds the logger factory from <c>logging:</c> and the <c>PORTICO_LOG</c> environment variable, which works
+/// like RUST_LOG: a level ("debug"), optionally followed by per-category levels
+/// ("info,Portico.Proxy=debug,Portico.AccessLog=warn"). The variable wins over the file.
+/// </summary>
+public static class PorticoLogging
+{
+    public static ILoggerFactory CreateFactory(LoggingConfig config)
+    {
+        var spec = Environment.GetEnvironmentVariable("PORTICO_LOG");
+        if (string.IsNullOrWhiteSpace(spec))
+        {
+            spec = config.Level;
+        }
+        return LoggerFactory.Create(builder =>
+        {
+            var parts = spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            builder.SetMinimumLevel(LogLevel.Information);
+            foreach (var part in parts)
+            {
+                var eq = part.IndexOf('=');
+                if (eq < 0)
+                {
+                    builder.SetMinimumLevel(ParseLevel(part) ?? LogLevel.Information);
+                }
+                else if (ParseLevel(part[(eq + 1)..]) is { } level)
+                {
+                    builder.AddFilter(part[..eq], level);
+                }
+            }
+            // ASP.NET's own chatter stays at warning unless asked for by category.
+            builder.AddFilter("Microsoft", LogLevel.Warning);
+            if (string.Equals(config.Format, "json", StringComparison.OrdinalIgnoreCase))
+            {
+                builder.AddJsonConsole(o =>
+                {
+                    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+                    o.UseUtcTimestamp = true;
+                    o.IncludeScopes = false;
+                });
+            }
+            else
+            {
+                builder.AddSimpleConsole(o =>
+                {
+                    o.SingleLine = true;
+                    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+                    o.UseUtcTimestamp = true;
+                    o.ColorBehavior = LoggerColorBehavior.Disabled;
+                });
+            }
+        });
+    }
+
+    /// <summary>Parses trace|debug|info|information|warn|warning|error|critical|none|off.</summary>
+    public static LogLevel? ParseLevel(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "trace" => LogLevel.Trace,
+        "debug" => LogLevel.Debug,
+        "info" or "information" => LogLevel.Information,
+        "warn" or "warning" => LogLevel.Warning,
+        "error" => LogLevel.Error,
+        "critical" or "fatal" => LogLevel.Critical,
+        "none" or "off" => LogLevel.None,
+        _ => null,
+    };
+}

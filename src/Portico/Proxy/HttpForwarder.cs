@@ -1,0 +1,524 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
+
+namespace Portico.Proxy;
+
+/// <summary>
+/// Sends one attempt of a downstream request to an <see cref="UpstreamPeer"/> and streams the response back.
+/// </summary>
+/// <remarks>
+/// The steps, marked <c>// :: Step N</c> in the code:
+/// 1. Build the upstream request: method, target, version (exact), body as streaming content.
+/// 2. Copy request headers, dropping hop-by-hop ones (and whatever Connection names); keep TE: trailers; set
+///    X-Forwarded-For/Proto/Host, Via and X-Request-ID. For an upgrade, keep Upgrade/Connection (or, for an
+///    HTTP/2 extended CONNECT, translate it into an HTTP/1.1 WebSocket handshake).
+/// 3. Let the app edit the request (<see cref="ProxyApp{TContext}.UpstreamRequestFilterAsync"/>).
+/// 4. Send with ResponseHeadersRead, under the read timeout and the client's abort token. A failure here is
+///    classified: connect failures are retryable (nothing was sent); the rest are not.
+/// 5. Copy status and headers to the client (hop-by-hop dropped), let the app edit them
+///    (<see cref="ProxyApp{TContext}.ResponseFilterAsync"/>).
+/// 6. For a 101 answer to an upgrade: switch both sides to raw streams and copy both ways until one closes.
+/// 7. Otherwise stream the body (read timeout renewed per read), then copy trailers.
+/// Once a response has started, a failure can only abort the downstream stream; that is what happens.
+/// </remarks>
+internal sealed class HttpForwarder
+{
+    private const int ResponseBufferSize = 64 * 1024;
+
+    /// <summary>Forwards one attempt. Returns null on success, else the error (the response may have started).</summary>
+    public async ValueTask<ProxyError?> ForwardAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
+    {
+        var httpContext = session.HttpContext;
+        var request = httpContext.Request;
+        var requestAborted = httpContext.RequestAborted;
+        var readTimeout = session.ReadTimeoutOverride ?? peer.ReadTimeout;
+
+        // :: Step 1
+        var extendedConnect = httpContext.Features.Get<IHttpExtendedConnectFeature>();
+        var isExtendedConnect = extendedConnect is { IsExtendedConnect: true };
+        var upgradeFeature = httpContext.Features.Get<IHttpUpgradeFeature>();
+        var isH1Upgrade = !isExtendedConnect && upgradeFeature is { IsUpgradableRequest: true } && peer.Version.Major == 1;
+        session.IsUpgrade = isExtendedConnect || isH1Upgrade;
+
+        var upstreamRequest = new HttpRequestMessage
+        {
+            Method = isExtendedConnect ? HttpMethod.Get : HttpMethod.Parse(request.Method),
+            RequestUri = BuildTarget(session, peer),
+            Version = peer.Version,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+
+        StreamingRequestContent? content = null;
+        var canHaveBody = httpContext.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? (request.ContentLength > 0);
+        if (canHaveBody && !session.IsUpgrade)
+        {
+            content = new StreamingRequestContent(request.Body, session, requestAborted);
+            upstreamRequest.Content = content;
+        }
+
+        // :: Step 2
+        CopyRequestHeaders(session, upstreamRequest, isH1Upgrade);
+        if (isExtendedConnect)
+        {
+            // RFC 8441 §5: the HTTP/2 stream carries the WebSocket; an HTTP/1.1 upstream needs the classic
+            // handshake, whose key HTTP/2 clients do not send. We make one; the upstream's accept hash is ours to
+            // check, not the client's, so it is not passed down.
+            upstreamRequest.Headers.TryAddWithoutValidation("Connection", "Upgrade");
+            upstreamRequest.Headers.TryAddWithoutValidation("Upgrade", extendedConnect!.Protocol ?? "websocket");
+            upstreamRequest.Headers.Remove("Sec-WebSocket-Key");
+            upstreamRequest.Headers.TryAddWithoutValidation("Sec-WebSocket-Key", Convert.ToBase64String(Guid.NewGuid().ToByteArray()));
+            if (!upstreamRequest.Headers.Contains("Sec-WebSocket-Version"))
+            {
+                upstreamRequest.Headers.TryAddWithoutValidation("Sec-WebSocket-Version", "13");
+            }
+        }
+
+        // :: Step 3
+        await app.UpstreamRequestFilterAsync(session, upstreamRequest, ctx);
+
+        // :: Step 4
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        cts.CancelAfter(readTimeout);
+        HttpResponseMessage response;
+        var sendStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            response = await peer.Client.Invoker.SendAsync(upstreamRequest, cts.Token);
+        }
+        catch (Exception ex)
+        {
+            upstreamRequest.Dispose();
+            return ClassifySendFailure(ex, session, content, cts, requestAborted, readTimeout);
+        }
+        session.UpstreamHeaderTime = System.Diagnostics.Stopwatch.GetElapsedTime(sendStarted);
+        session.UpstreamStatus = (int)response.StatusCode;
+
+        using (response)
+        {
+            // :: Step 5
+            var downstream = httpContext.Response;
+            var switching = response.StatusCode == HttpStatusCode.SwitchingProtocols && session.IsUpgrade;
+            downstream.StatusCode = switching && isExtendedConnect ? StatusCodes.Status200OK : (int)response.StatusCode;
+            CopyResponseHeaders(response, downstream.Headers, switching, isExtendedConnect);
+            downstream.Headers["X-Request-ID"] = session.RequestId;
+            if (isH1Upgrade && !switching)
+            {
+                // The upstream declined the upgrade; this connection carries ordinary HTTP from here on.
+                downstream.Headers.Remove("Upgrade");
+            }
+            await app.ResponseFilterAsync(session, response, ctx);
+
+            // :: Step 6
+            if (switching)
+            {
+                return await ProxyUpgradeAsync(session, response, isExtendedConnect ? extendedConnect! : null, upgradeFeature, requestAborted);
+            }
+
+            // :: Step 7
+            var error = await CopyResponseBodyAsync(session, response, cts, readTimeout, requestAborted);
+            if (error is not null)
+            {
+                return error;
+            }
+            if (content is not null && !content.Completion.IsCompleted)
+            {
+                // The upstream finished answering while the client was still sending (e.g. an early error reply).
+                // Stop reading the rest of the body: it has nowhere to go.
+                cts.Cancel();
+            }
+            CopyTrailers(response, httpContext);
+            return null;
+        }
+    }
+
+    private static Uri BuildTarget(ProxySession session, UpstreamPeer peer)
+    {
+        var pathAndQuery = session.UpstreamPathAndQuery;
+        if (pathAndQuery is null)
+        {
+            // Forward the target as the client sent it (like nginx proxy_pass without a URI part), so encoded
+            // characters are not decoded and re-encoded differently.
+            var raw = session.HttpContext.Features.Get<IHttpRequestFeature>()?.RawTarget;
+            var request = session.Request;
+            pathAndQuery = raw is { Length: > 0 } && raw[0] == '/'
+                ? raw
+                : request.PathBase.Add(request.Path).ToUriComponent() + request.QueryString.ToUriComponent();
+        }
+        return new Uri(peer.BaseAddress + pathAndQuery, UriKind.Absolute);
+    }
+
+    private static void CopyRequestHeaders(ProxySession session, HttpRequestMessage upstreamRequest, bool keepUpgrade)
+    {
+        var request = session.Request;
+        var headers = request.Headers;
+        var connection = headers.Connection;
+        var dropConnectionNamed = HeaderRules.HasCustomConnectionTokens(connection);
+        string? forwardedFor = null;
+
+        foreach (var header in headers)
+        {
+            var name = header.Key;
+            if (name.Length > 0 && name[0] == ':')
+            {
+                continue;
+            }
+            if (HeaderRules.IsHopByHop(name))
+            {
+                if (name.Equals("TE", StringComparison.OrdinalIgnoreCase) && HeaderRules.IsTrailersOnlyTe(header.Value))
+                {
+                    upstreamRequest.Headers.TryAddWithoutValidation("TE", "trailers");
+                }
+                continue;
+            }
+            if (dropConnectionNamed && HeaderRules.ConnectionNames(connection, name))
+            {
+                continue;
+            }
+            if (name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase))
+            {
+                forwardedFor = header.Value.ToString();
+                continue;
+            }
+            if (name.Equals("X-Request-ID", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("Via", StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+            AddHeader(upstreamRequest, name, header.Value);
+        }
+
+        if (keepUpgrade)
+        {
+            upstreamRequest.Headers.TryAddWithoutValidation("Connection", "Upgrade");
+            upstreamRequest.Headers.TryAddWithoutValidation("Upgrade", (IEnumerable<string?>)headers.Upgrade);
+        }
+
+        // Host: kept as the client sent it (as Envoy, HAProxy and Caddy do); X-Forwarded-Host repeats it.
+        var host = request.Host.Value;
+        if (!string.IsNullOrEmpty(host))
+        {
+            upstreamRequest.Headers.Host = host;
+            upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-Host", host);
+        }
+
+        var client = session.ClientAddress.IsIPv4MappedToIPv6 ? session.ClientAddress.MapToIPv4() : session.ClientAddress;
+        var clientText = client.ToString();
+        upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-For", forwardedFor is null ? clientText : forwardedFor + ", " + clientText);
+        upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-Proto", DownstreamScheme(session.HttpContext));
+        upstreamRequest.Headers.TryAddWithoutValidation("X-Request-ID", session.RequestId);
+        var via = headers.Via;
+        var viaValue = ViaEntry(request.Protocol);
+        upstreamRequest.Headers.TryAddWithoutValidation("Via", StringValues.IsNullOrEmpty(via) ? viaValue : via.ToString() + ", " + viaValue);
+
+        if (upstreamRequest.Content is not null && request.ContentLength is { } length)
+        {
+            upstreamRequest.Content.Headers.ContentLength = length;
+        }
+    }
+
+    /// <summary>"https" when the client connection really is TLS; never taken from the client's :scheme.</summary>
+    internal static string DownstreamScheme(HttpContext context) =>
+        context.Features.Get<ITlsConnectionFeature>() is null || Hosting.H2cPriorKnowledge.IsCleartextH2(context) ? "http" : "https";
+
+    private static string ViaEntry(string protocol) => protocol switch
+    {
+        "HTTP/2" => "2 portico",
+        "HTTP/3" => "3 portico",
+        "HTTP/1.0" => "1.0 portico",
+        _ => "1.1 portico",
+    };
+
+    private static void AddHeader(HttpRequestMessage upstreamRequest, string name, StringValues value)
+    {
+        if (value.Count == 1)
+        {
+            var single = value.ToString();
+            if (!upstreamRequest.Headers.TryAddWithoutValidation(name, single))
+            {
+                upstreamRequest.Content?.Headers.TryAddWithoutValidation(name, single);
+            }
+        }
+        else if (!upstreamRequest.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)value))
+        {
+            upstreamRequest.Content?.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)value);
+        }
+    }
+
+    private static void CopyResponseHeaders(HttpResponseMessage response, IHeaderDictionary destination, bool switching, bool extendedConnect)
+    {
+        var connection = response.Headers.NonValidated.TryGetValues("Connection", out var connectionValues)
+            ? ToStringValues(connectionValues)
+            : StringValues.Empty;
+        var dropConnectionNamed = HeaderRules.HasCustomConnectionTokens(connection);
+        CopyHeaderCollection(response.Headers.NonValidated, destination, connection, dropConnectionNamed, switching && !extendedConnect);
+        CopyHeaderCollection(response.Content.Headers.NonValidated, destination, connection, dropConnectionNamed, keepUpgrade: false);
+        if (switching && extendedConnect)
+        {
+            destination.Remove("Sec-WebSocket-Accept");
+        }
+    }
+
+    private static void CopyHeaderCollection(HttpHeadersNonValidated source, IHeaderDictionary destination, StringValues connection, bool dropConnectionNamed, bool keepUpgrade)
+    {
+        foreach (var header in source)
+        {
+            var name = header.Key;
+            if (HeaderRules.IsHopByHop(name))
+            {
+                if (keepUpgrade && name.Equals("Upgrade", StringComparison.OrdinalIgnoreCase))
+                {
+                    destination[name] = ToStringValues(header.Value);
+                }
+                continue;
+            }
+            if (dropConnectionNamed && HeaderRules.ConnectionNames(connection, name))
+            {
+                continue;
+            }
+            destination[name] = ToStringValues(header.Value);
+        }
+    }
+
+    private static StringValues ToStringValues(HeaderStringValues values)
+    {
+        if (values.Count == 1)
+        {
+            return values.ToString();
+        }
+        var array = new string[values.Count];
+        var i = 0;
+        foreach (var value in values)
+        {
+            array[i++] = value;
+        }
+        return array;
+    }
+
+    private static ProxyError ClassifySendFailure(Exception ex, ProxySession session, StreamingRequestContent? content, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout)
+    {
+        if (requestAborted.IsCancellationRequested || content?.ReadError is not null && content.ClientAborted)
+        {
+            return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
+        }
+        if (content?.ReadError is { } readError)
+        {
+            var status = readError is BadHttpRequestException bad ? bad.StatusCode : 400;
+            return new ProxyError(ProxyErrorKind.RequestBodyError, ProxyErrorSource.Downstream, false, "could not read the request body", readError, status);
+        }
+        if (ex is OperationCanceledException && cts.IsCancellationRequested)
+        {
+            return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
+                $"upstream did not answer within {readTimeout.TotalMilliseconds:0} ms", ex);
+        }
+        if (ex is HttpRequestException hre)
+        {
+            // Connect-stage failures: nothing reached the upstream, so another server may be tried.
+            if (hre.HttpRequestError == HttpRequestError.ConnectionError && !session.RequestBodyStarted)
+            {
+                return new ProxyError(ProxyErrorKind.ConnectRefused, ProxyErrorSource.Upstream, true, "could not connect to upstream", ex);
+            }
+            if (hre.HttpRequestError == HttpRequestError.SecureConnectionError || hre.InnerException is AuthenticationException)
+            {
+                return new ProxyError(ProxyErrorKind.TlsHandshakeFailed, ProxyErrorSource.Upstream, true, "TLS handshake with upstream failed", ex);
+            }
+            if (hre.InnerException is TimeoutException || hre.InnerException is OperationCanceledException { InnerException: TimeoutException })
+            {
+                return new ProxyError(ProxyErrorKind.ConnectTimeout, ProxyErrorSource.Upstream, !session.RequestBodyStarted, "timed out connecting to upstream", ex);
+            }
+            if (hre.InnerException is SocketException && !session.RequestBodyStarted && hre.HttpRequestError == HttpRequestError.Unknown)
+            {
+                return new ProxyError(ProxyErrorKind.ConnectRefused, ProxyErrorSource.Upstream, true, "could not connect to upstream", ex);
+            }
+            return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream connection failed", ex);
+        }
+        if (ex is OperationCanceledException { InnerException: TimeoutException })
+        {
+            // SocketsHttpHandler.ConnectTimeout surfaces as a cancellation wrapping a TimeoutException.
+            return new ProxyError(ProxyErrorKind.ConnectTimeout, ProxyErrorSource.Upstream, !session.RequestBodyStarted, "timed out connecting to upstream", ex);
+        }
+        return new ProxyError(ProxyErrorKind.Internal, ProxyErrorSource.Internal, false, "unexpected error sending upstream", ex);
+    }
+
+    private static async ValueTask<ProxyError?> CopyResponseBodyAsync(ProxySession session, HttpResponseMessage response, CancellationTokenSource cts, TimeSpan readTimeout, CancellationToken requestAborted)
+    {
+        var downstream = session.Response;
+        Stream source;
+        try
+        {
+            source = await response.Content.ReadAsStreamAsync(cts.Token);
+        }
+        catch (Exception ex)
+        {
+            return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: true);
+        }
+
+        var destination = downstream.Body;
+        byte[]? buffer = null;
+        try
+        {
+            // Send the headers now even if the body is slow to come (streaming responses, SSE, gRPC).
+            await downstream.StartAsync(requestAborted);
+            while (true)
+            {
+                int read;
+                try
+                {
+                    cts.CancelAfter(readTimeout);
+                    if (buffer is null)
+                    {
+                        // Zero-byte read: wait for data without holding a buffer (idle streams cost no memory).
+                        read = await source.ReadAsync(Memory<byte>.Empty, cts.Token);
+                        buffer = ArrayPool<byte>.Shared.Rent(ResponseBufferSize);
+                    }
+                    read = await source.ReadAsync(buffer.AsMemory(), cts.Token);
+                }
+                catch (Exception ex)
+                {
+                    return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: true);
+                }
+                if (read == 0)
+                {
+                    break;
+                }
+                try
+                {
+                    await destination.WriteAsync(buffer.AsMemory(0, read), requestAborted);
+                }
+                catch (Exception ex)
+                {
+                    return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: false);
+                }
+                session.ResponseBodyBytes += read;
+            }
+            return null;
+        }
+        catch (Exception ex)
+        {
+            return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: false);
+        }
+        finally
+        {
+            if (buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+            await source.DisposeAsync();
+        }
+    }
+
+    private static ProxyError BodyError(ProxySession session, Exception ex, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout, bool upstreamSide)
+    {
+        if (requestAborted.IsCancellationRequested || !upstreamSide)
+        {
+            return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the connection during the response", ex);
+        }
+        if (ex is OperationCanceledException && cts.IsCancellationRequested)
+        {
+            return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
+                $"upstream stalled for {readTimeout.TotalMilliseconds:0} ms during the response body", ex);
+        }
+        return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream failed during the response body", ex);
+    }
+
+    private static void CopyTrailers(HttpResponseMessage response, HttpContext httpContext)
+    {
+        var trailers = response.TrailingHeaders.NonValidated;
+        if (trailers.Count == 0)
+        {
+            return;
+        }
+        var feature = httpContext.Features.Get<IHttpResponseTrailersFeature>();
+        if (feature?.Trailers is not { IsReadOnly: false } destination)
+        {
+            // HTTP/1.1 clients without chunked trailers support: dropping trailers is what nginx does too.
+            return;
+        }
+        foreach (var header in trailers)
+        {
+            if (!HeaderRules.IsHopByHop(header.Key))
+            {
+                destination[header.Key] = ToStringValues(header.Value);
+            }
+        }
+    }
+
+    private static async ValueTask<ProxyError?> ProxyUpgradeAsync(ProxySession session, HttpResponseMessage response, IHttpExtendedConnectFeature? extendedConnect, IHttpUpgradeFeature? upgradeFeature, CancellationToken requestAborted)
+    {
+        Stream upstreamStream;
+        Stream downstreamStream;
+        try
+        {
+            upstreamStream = await response.Content.ReadAsStreamAsync(requestAborted);
+            downstreamStream = extendedConnect is not null
+                ? await extendedConnect.AcceptAsync()
+                : await upgradeFeature!.UpgradeAsync();
+        }
+        catch (Exception ex)
+        {
+            return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "upgrade failed", ex);
+        }
+
+        // An upgraded connection has no read timeout: WebSockets stay open while idle, as nginx with
+        // proxy_read_timeout raised. Closing either side ends both.
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        var up = PumpAsync(downstreamStream, upstreamStream, session, countAsResponse: false, cts.Token);
+        var down = PumpAsync(upstreamStream, downstreamStream, session, countAsResponse: true, cts.Token);
+        await Task.WhenAny(up, down);
+        cts.Cancel();
+        try
+        {
+            await Task.WhenAll(up, down);
+        }
+        catch
+        {
+            // The other direction ends by cancellation; its exception says nothing new.
+        }
+        await upstreamStream.DisposeAsync();
+        return null;
+    }
+
+    private static async Task PumpAsync(Stream source, Stream destination, ProxySession session, bool countAsResponse, CancellationToken cancellationToken)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            while (true)
+            {
+                var read = await source.ReadAsync(buffer.AsMemory(), cancellationToken);
+                if (read == 0)
+                {
+                    return;
+                }
+                await destination.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
+                await destination.FlushAsync(cancellationToken);
+                if (countAsResponse)
+                {
+                    session.ResponseBodyBytes += read;
+                }
+                else
+                {
+                    session.RequestBodyBytes += read;
+                }
+            }
+        }
+        catch (Exception) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+        catch (IOException)
+        {
+            // A reset on either side ends the tunnel; the runner logs the request once.
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace Portico.Proxy;
+
+/// <summary>
+/// Runs a <see cref="ProxyApp{TContext}"/> for each request: the terminal ASP.NET request delegate. It creates
+/// the session, calls the phases in order, caps retries, and calls logging exactly once.
+/// </summary>
+public sealed partial class ProxyService<TContext>
+{
+    private readonly ProxyApp<TContext> _app;
+    private readonly HttpForwarder _forwarder = new();
+    private readonly ILogger _logger;
+
+    public ProxyService(ProxyApp<TContext> app, ILogger logger)
+    {
+        _app = app;
+        _logger = logger;
+    }
+
+    /// <summary>The request delegate: <c>app.Run(service.InvokeAsync)</c>.</summary>
+    public async Task InvokeAsync(HttpContext httpContext)
+    {
+        var incomingId = httpContext.Request.Headers["X-Request-ID"];
+        var requestId = incomingId.Count == 1 && HeaderRules.IsValidRequestId(incomingId[0]) ? incomingId[0]! : HeaderRules.NewRequestId();
+        httpContext.Response.Headers["X-Request-ID"] = requestId;
+        var session = new ProxySession(httpContext, requestId);
+
+        ProxyError? error = null;
+        TContext ctx = default!;
+        try
+        {
+            ctx = _app.NewContext(session);
+            error = RejectSmuggling(session);
+            if (error is null && !await _app.RequestFilterAsync(session, ctx))
+            {
+                error = await ProxyAsync(session, ctx);
+            }
+            if (error is not null)
+            {
+                await _app.FailToProxyAsync(session, error, ctx);
+            }
+        }
+        catch (ProxyException pe)
+        {
+            error = pe.Error;
+            await SafeFailAsync(session, error, ctx);
+        }
+        catch (Exception ex) when (httpContext.RequestAborted.IsCancellationRequested)
+        {
+            error = new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
+        }
+        catch (Exception ex)
+        {
+            error = new ProxyError(ProxyErrorKind.Internal, ProxyErrorSource.Internal, false, "internal error", ex);
+            Log.Unhandled(_logger, requestId, ex);
+            await SafeFailAsync(session, error, ctx);
+        }
+        finally
+        {
+            try
+            {
+                await _app.LoggingAsync(session, error, ctx);
+            }
+            catch (Exception ex)
+            {
+                Log.LoggingPhaseFailed(_logger, requestId, ex);
+            }
+        }
+    }
+
+    private async ValueTask<ProxyError?> ProxyAsync(ProxySession session, TContext ctx)
+    {
+        while (true)
+        {
+            var peer = await _app.SelectUpstreamAsync(session, ctx);
+            if (peer is null)
+            {
+                return new ProxyError(ProxyErrorKind.NoHealthyServer, ProxyErrorSource.Upstream, false, "no healthy upstream server");
+            }
+            session.Peer = peer;
+            session.Attempts++;
+            var server = peer.Server.State;
+            server.OnRequestStart();
+            ProxyError? error;
+            try
+            {
+                error = await _forwarder.ForwardAsync(session, peer, _app, ctx);
+            }
+            finally
+            {
+                server.OnRequestEnd();
+            }
+            if (error is null)
+            {
+                return null;
+            }
+            error = error.IsConnectFailure
+                ? _app.FailToConnect(session, peer, error, ctx)
+                : _app.ErrorWhileProxy(session, peer, error, ctx);
+            // A retry is only possible while nothing has gone to the client and the body can be replayed.
+            var canRetry = error.Retryable && !session.Response.HasStarted && !session.RequestBodyStarted
+                && session.Attempts <= _app.MaxRetries(session, ctx);
+            if (!canRetry)
+            {
+                return error;
+            }
+            Log.Retrying(_logger, session.RequestId, peer.Server.Authority, error.Code);
+        }
+    }
+
+    /// <summary>
+    /// Request smuggling defence (RFC 9112 §6.1): a message with both Transfer-Encoding and Content-Length is
+    /// ambiguous; a proxy that forwards it lets the two ends disagree on where it ends. Reject it.
+    /// </summary>
+    private static ProxyError? RejectSmuggling(ProxySession session)
+    {
+        var headers = session.Request.Headers;
+        if (headers.ContentLength is not null && headers.TransferEncoding.Count > 0)
+        {
+            session.HttpContext.Response.Headers.Connection = "close";
+            return ProxyError.Reject(400, "Content-Length and Transfer-Encoding must not both be present");
+        }
+        return null;
+    }
+
+    private async ValueTask SafeFailAsync(ProxySession session, ProxyError error, TContext ctx)
+    {
+        try
+        {
+            if (ctx is not null)
+            {
+                await _app.FailToProxyAsync(session, error, ctx);
+            }
+            else
+            {
+                await ErrorResponse.WriteAsync(session, error);
+            }
+        }
+        catch (Exception ex)
+        {
+            Log.ErrorResponseFailed(_logger, session.RequestId, ex);
+            session.HttpContext.Abort();
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 1001, Level = LogLevel.Error, Message = "Unhandled error proxying request {RequestId}")]
+        public static partial void Unhandled(ILogger logger, string requestId, Exception exception);
+
+        [LoggerMessage(EventId = 1002, Level = LogLevel.Error, Message = "Logging phase failed for request {RequestId}")]
+        public static partial void LoggingPhaseFailed(ILogger logger, string requestId, Exception exception);
+
+        [LoggerMessage(EventId = 1003, Level = LogLevel.Debug, Message = "Request {RequestId}: retrying after {Code} from {Server}")]
+        public static partial void Retrying(ILogger logger, string requestId, string server, string code);
+
+        [LoggerMessage(EventId = 1004, Level = LogLevel.Warning, Message = "Could not write the error response for request {RequestId}")]
+        public static partial void ErrorResponseFailed(ILogger logger, string requestId, Exception exception);
+    }
+}

@@ -1,0 +1,70 @@
+using System.Diagnostics;
+using System.Net;
+using Microsoft.AspNetCore.Http;
+
+namespace Portico.Proxy;
+
+/// <summary>
+/// One downstream request as it passes the phases: the ASP.NET <see cref="Microsoft.AspNetCore.Http.HttpContext"/>
+/// plus what the proxy learns along the way (request id, client address, the peer of each attempt, timings).
+/// Created by the runner per request; not thread-safe (one request is handled by one logical flow).
+/// </summary>
+public sealed class ProxySession
+{
+    internal ProxySession(HttpContext httpContext, string requestId)
+    {
+        HttpContext = httpContext;
+        RequestId = requestId;
+        StartTimestamp = Stopwatch.GetTimestamp();
+        ClientAddress = httpContext.Connection.RemoteIpAddress ?? IPAddress.None;
+    }
+
+    /// <summary>The downstream request and response.</summary>
+    public HttpContext HttpContext { get; }
+
+    public HttpRequest Request => HttpContext.Request;
+
+    public HttpResponse Response => HttpContext.Response;
+
+    /// <summary>The X-Request-ID: the client's when well-formed, else generated. Sent upstream and returned.</summary>
+    public string RequestId { get; }
+
+    /// <summary>The TCP peer of the downstream connection (phases may replace it, e.g. from a trusted X-Forwarded-For).</summary>
+    public IPAddress ClientAddress { get; set; }
+
+    /// <summary><see cref="Stopwatch.GetTimestamp"/> when the request arrived.</summary>
+    public long StartTimestamp { get; }
+
+    /// <summary>The peer of the current (or last) attempt; null before upstream selection.</summary>
+    public UpstreamPeer? Peer { get; internal set; }
+
+    /// <summary>How many attempts were made to reach an upstream (1 + retries).</summary>
+    public int Attempts { get; internal set; }
+
+    /// <summary>The upstream's status code, 0 when no upstream response was received.</summary>
+    public int UpstreamStatus { get; internal set; }
+
+    /// <summary>Time until the upstream's response headers arrived, for the last attempt; 0 if none.</summary>
+    public TimeSpan UpstreamHeaderTime { get; internal set; }
+
+    /// <summary>Response body bytes sent to the client.</summary>
+    public long ResponseBodyBytes { get; internal set; }
+
+    /// <summary>Request body bytes read from the client.</summary>
+    public long RequestBodyBytes { get; internal set; }
+
+    /// <summary>Overrides the peer's read timeout for this request (a route's timeout_ms); null = the peer's.</summary>
+    public TimeSpan? ReadTimeoutOverride { get; set; }
+
+    /// <summary>Replaces the path sent upstream (e.g. after a prefix strip); null = the original request target.</summary>
+    public string? UpstreamPathAndQuery { get; set; }
+
+    /// <summary>True once any request body byte was read from the client: the request can no longer be replayed.</summary>
+    public bool RequestBodyStarted { get; internal set; }
+
+    /// <summary>True when the request is a protocol upgrade (WebSocket over HTTP/1.1 Upgrade or HTTP/2 extended CONNECT).</summary>
+    public bool IsUpgrade { get; internal set; }
+
+    /// <summary>Elapsed time since the request arrived.</summary>
+    public TimeSpan Elapsed => Stopwatch.GetElapsedTime(StartTimestamp);
+}
