@@ -274,7 +274,7 @@ internal sealed class ConfigValidator
 
             for (var j = 0; j < upstream.Servers.Count; j++)
             {
-                ValidateServer(upstream.Servers[j], $"{path}.servers[{j}]");
+                ValidateUpstreamServer(upstream.Servers[j], $"{path}.servers[{j}]");
             }
 
             OneOf(path + ".load_balance_strategy", upstream.LoadBalanceStrategy, Strategies);
@@ -309,7 +309,7 @@ internal sealed class ConfigValidator
         return names;
     }
 
-    private void ValidateServer(UpstreamServerConfig server, string path)
+    private void ValidateUpstreamServer(UpstreamServerConfig server, string path)
     {
         if (string.IsNullOrWhiteSpace(server.Host))
         {
