@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 
@@ -221,20 +222,21 @@ public sealed class KetamaRing
     private int FirstPointAtOrAfter(uint hash)
     {
         // A lower bound, not Array.BinarySearch: with equal points that may return any of them, and the ring must
-        // pick the same one (the first) every time. Written branch-free (the halving always happens; only the base
-        // moves, by a conditional move): client hashes are random, so a classic binary search mispredicts about
-        // every other comparison, which measured several times slower than the search itself (bench/ KetamaBenchmarks).
+        // pick the same one (the first) every time. Written branch-free: the range always halves and the base moves
+        // by `half` masked with the comparison. Client hashes are random, so a branching search mispredicts about
+        // every other step; the JIT does not turn `first = less ? first + half : first` into a cmov inside a loop
+        // (checked with DOTNET_JitDisasm on .NET 10), hence the mask. See bench/ KetamaBenchmarks.Lookup.
         var points = _points;
         var first = 0;
         var length = points.Length;
         while (length > 1)
         {
             var half = length >> 1;
-            first = points[first + half] < hash ? first + half : first;
+            first += half & -Unsafe.BitCast<bool, byte>(points[first + half] < hash);
             length -= half;
         }
 
-        first += points[first] < hash ? 1 : 0;
+        first += Unsafe.BitCast<bool, byte>(points[first] < hash);
         return first == points.Length ? 0 : first;
     }
 }

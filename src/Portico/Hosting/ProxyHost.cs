@@ -1,0 +1,50 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Portico.Proxy;
+
+namespace Portico.Hosting;
+
+/// <summary>
+/// Hosts any <see cref="ProxyApp{TContext}"/> on Kestrel: HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on each
+/// endpoint, the app as the only request handler. For library users; the `portico` gateway uses the same pieces.
+/// </summary>
+public static class ProxyHost
+{
+    /// <summary>Builds (does not start) a server for <paramref name="app"/> on <paramref name="endpoints"/>.</summary>
+    public static WebApplication Build<TContext>(ProxyApp<TContext> app, IEnumerable<IPEndPoint> endpoints, ILoggerFactory? loggerFactory = null)
+    {
+        loggerFactory ??= NullLoggerFactory.Instance;
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.Services.AddSingleton(loggerFactory);
+        builder.WebHost.UseKestrelCore();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.AllowAlternateSchemes = true;
+            kestrel.Limits.MaxRequestBodySize = null;
+            foreach (var endpoint in endpoints)
+            {
+                kestrel.Listen(endpoint, listen => listen.Use(H2cPriorKnowledge.Middleware));
+            }
+        });
+        var web = builder.Build();
+        var service = new ProxyService<TContext>(app, loggerFactory.CreateLogger("Portico.Proxy"));
+        web.Run(service.InvokeAsync);
+        return web;
+    }
+
+    /// <summary>Builds a server for <paramref name="app"/> on "host:port" addresses.</summary>
+    public static WebApplication Build<TContext>(ProxyApp<TContext> app, params string[] addresses)
+    {
+        var endpoints = new List<IPEndPoint>();
+        foreach (var address in addresses)
+        {
+            endpoints.Add(ListenAddress.TryParse(address, out var endpoint) ? endpoint : throw new ArgumentException($"not host:port: {address}", nameof(addresses)));
+        }
+        return Build(app, endpoints);
+    }
+}
