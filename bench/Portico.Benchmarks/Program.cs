@@ -1,3 +1,4 @@
+using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Running;
 
 namespace Portico.Benchmarks;
@@ -8,5 +9,12 @@ namespace Portico.Benchmarks;
 /// </summary>
 public static class Program
 {
-    public static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    public static void Main(string[] args)
+    {
+        // Reports go under bin/ (git-ignored) instead of BenchmarkDotNet's default, ./BenchmarkDotNet.Artifacts in
+        // the working directory, which is the repository root with the command above. `--artifacts <dir>` overrides.
+        var config = DefaultConfig.Instance.WithArtifactsPath(
+            Path.Combine(AppContext.BaseDirectory, "BenchmarkDotNet.Artifacts"));
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+    }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Portico's build, tests and benchmarks need on a Debian machine (run as root).
+# The .NET 10 SDK must already be on PATH: it is not in Debian's archive.
+set -euo pipefail
+if ! command -v dotnet >/dev/null 2>&1; then
+    echo "error: the .NET 10 SDK (dotnet) is required and not on PATH; install it first (https://learn.microsoft.com/dotnet/core/install/linux-debian)" >&2
+    exit 1
+fi
+packages=(curl ca-certificates openssl procps nginx haproxy wrk nghttp2-client
+          python3 python3-websockets python3-grpcio python3-grpc-tools)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
