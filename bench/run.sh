@@ -433,11 +433,13 @@ DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
 [[ -n $CPU_MODEL ]] || CPU_MODEL=$(lscpu 2>/dev/null | awk -F': *' '/Model name/ {print $2; exit}' || true)
-NGINX_VERSION=$(nginx -v 2>&1 | head -n1)
-HAPROXY_VERSION=$(haproxy -v 2>&1 | head -n1)
+first_line() { "$@" 2>&1 | head -n1 || true; }   # version commands may exit non-zero (wrk -v does)
+NGINX_VERSION=$(first_line nginx -v)
+HAPROXY_VERSION=$(first_line haproxy -v)
 DOTNET_VERSION=$(dotnet --version 2>/dev/null || echo "n/a")
-PORTICO_VERSION=$("$PORTICO_BIN" version 2>/dev/null || echo "n/a")
-WRK_VERSION=$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')
+PORTICO_VERSION=$("$PORTICO_BIN" version 2>/dev/null | head -n1 || true)
+[[ -n $PORTICO_VERSION ]] || PORTICO_VERSION="n/a"
+WRK_VERSION=$(first_line wrk -v | awk '{print $1, $2}')
 KERNEL=$(uname -r)
 
 # one aggregated row per proxy and connection count: the median over rounds
@@ -475,7 +477,7 @@ END {
     echo
     echo "- date: $DATE"
     echo "- host: nproc=$NPROC, CPU: ${CPU_MODEL:-unknown}, kernel $KERNEL"
-    echo "- versions: $NGINX_VERSION; $HAPROXY_VERSION; dotnet $DOTNET_VERSION; portico $PORTICO_VERSION; $WRK_VERSION"
+    echo "- versions: $NGINX_VERSION; $HAPROXY_VERSION; dotnet $DOTNET_VERSION; $PORTICO_VERSION; $WRK_VERSION"
     echo "- pinning: $PINNING"
     echo "- load: wrk -t1 -c<C> -d${DURATION}s --latency; warm-up ${WARMUP_PORTICO}s Portico / ${WARMUP_OTHERS}s nginx, HAProxy; rounds: $REPEAT (median shown); proxies not under test paused (SIGSTOP)"
     echo
