@@ -23,7 +23,9 @@ internal sealed class JwtAuthenticator
 
     public JwtAuthenticator(AuthConfig config)
     {
-        if (string.IsNullOrEmpty(config.JwtSecret))
+        // auth.mode: none switches checking off on purpose (validation warns for each auth_required route).
+        Disabled = config.Mode == "none";
+        if (Disabled || string.IsNullOrEmpty(config.JwtSecret))
         {
             return;
         }
@@ -48,9 +50,16 @@ internal sealed class JwtAuthenticator
         request.Headers.Remove(RolesHeader);
     }
 
+    /// <summary>True when auth.mode is none: auth_required routes are not checked.</summary>
+    public bool Disabled { get; }
+
     /// <summary>Validates the bearer token; returns null on success, else the reason for the challenge.</summary>
     public async ValueTask<string?> AuthenticateAsync(ProxySession session)
     {
+        if (Disabled)
+        {
+            return null;
+        }
         if (_parameters is null)
         {
             return "authentication is not configured";

@@ -350,7 +350,7 @@ internal sealed class ConfigValidator
     private void ValidateRoutes(IReadOnlyList<RouteConfig> routes, List<string> upstreamNames, AuthConfig auth)
     {
         var jwtMode = auth.Mode is null or "jwt";
-        var hasJwtKey = !string.IsNullOrEmpty(auth.JwtSecret) || !string.IsNullOrEmpty(auth.JwksUrl);
+        var hasJwtKey = !string.IsNullOrEmpty(auth.JwtSecret);
         for (var i = 0; i < routes.Count; i++)
         {
             var route = routes[i];
@@ -404,7 +404,7 @@ internal sealed class ConfigValidator
             if (route.AuthRequired && jwtMode && !hasJwtKey)
             {
                 Error(path + ".auth_required",
-                    "auth_required routes need a way to check tokens: set auth.jwt_secret (HS256/384/512) or auth.jwks_url");
+                    "auth_required routes need a way to check tokens: set auth.jwt_secret (HS256/384/512)");
             }
             else if (route.AuthRequired && auth.Mode == "none")
             {
@@ -421,9 +421,29 @@ internal sealed class ConfigValidator
         }
 
         OneOf("auth.jwt_algorithm", auth.JwtAlgorithm, JwtAlgorithms);
+        // Only shared-secret JWTs are checked at run time so far. Accepting a mode or key source that is never
+        // used would leave auth_required routes answering 401 to every valid token, or worse, so say it now.
+        if (auth.Mode is "session" or "mixed")
+        {
+            Error("auth.mode", $"auth.mode '{auth.Mode}' (session cookies) is not supported yet; use 'jwt' with auth.jwt_secret, or 'none'");
+        }
+        if (auth.JwtAlgorithm is "RS256" or "ES256")
+        {
+            Error("auth.jwt_algorithm", $"{auth.JwtAlgorithm} (keys from a JWKS URL) is not supported yet; use HS256, HS384 or HS512 with auth.jwt_secret");
+        }
         if (auth.JwksUrl is not null)
         {
             AbsoluteUri("auth.jwks_url", auth.JwksUrl);
+            Error("auth.jwks_url", "JWKS key sets are not supported yet; use auth.jwt_secret (HS256/384/512)");
+        }
+        if (auth.JwtSecret is { } secret && auth.JwtAlgorithm.StartsWith("HS", StringComparison.Ordinal))
+        {
+            var bits = System.Text.Encoding.UTF8.GetByteCount(secret) * 8;
+            var needed = auth.JwtAlgorithm switch { "HS384" => 384, "HS512" => 512, _ => 256 };
+            if (bits < needed)
+            {
+                Warning("auth.jwt_secret", $"the secret is {bits / 8} bytes; {auth.JwtAlgorithm} needs at least {needed / 8} (RFC 7518 section 3.2), so every token will be rejected");
+            }
         }
 
         if (auth.OauthServiceUrl is not null)

@@ -34,14 +34,12 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     private GatewaySnapshot _snapshot;
     private readonly ILogger _accessLog;
     private readonly ILogger _logger;
-    private readonly Auth.JwtAuthenticator _auth;
 
     public GatewayApp(GatewaySnapshot snapshot, ILoggerFactory loggerFactory)
     {
         _snapshot = snapshot;
         _accessLog = loggerFactory.CreateLogger("Portico.AccessLog");
         _logger = loggerFactory.CreateLogger<GatewayApp>();
-        _auth = new Auth.JwtAuthenticator(snapshot.Config.Auth);
     }
 
     /// <summary>The snapshot new requests run on.</summary>
@@ -71,7 +69,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         Auth.JwtAuthenticator.StripIdentityHeaders(request);
         if (route.AuthRequired)
         {
-            var failure = await _auth.AuthenticateAsync(session);
+            var failure = await snapshot.Auth.AuthenticateAsync(session);
             if (failure is not null)
             {
                 await Auth.JwtAuthenticator.WriteChallengeAsync(session, failure);

@@ -21,7 +21,11 @@ public sealed class GatewaySnapshot
         _peers = peers;
         DefaultUpstream = defaultUpstream;
         Generation = generation;
+        Auth = new Auth.JwtAuthenticator(config.Auth);
     }
+
+    /// <summary>The bearer-token check for auth_required routes; rebuilt on reload with the new auth: block.</summary>
+    internal Auth.JwtAuthenticator Auth { get; }
 
     private readonly FrozenDictionary<UpstreamModel, UpstreamPeer[]> _peers;
 

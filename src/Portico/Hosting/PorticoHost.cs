@@ -228,7 +228,9 @@ public sealed partial class PorticoHost : IAsyncDisposable
     private void ConfigureTls(KestrelServerOptions kestrel, GatewayConfig config)
     {
         var tls = config.Tls;
-        if (tls.CertPath is null || tls.KeyPath is null || !File.Exists(tls.CertPath) || !File.Exists(tls.KeyPath))
+        var certPath = ResolvePath(tls.CertPath);
+        var keyPath = ResolvePath(tls.KeyPath);
+        if (certPath is null || keyPath is null || !File.Exists(certPath) || !File.Exists(keyPath))
         {
             if (tls.Acme.Enabled)
             {
@@ -239,8 +241,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
             throw new InvalidOperationException($"tls.cert_path '{tls.CertPath}' or tls.key_path '{tls.KeyPath}' not found");
         }
         var chain = new X509Certificate2Collection();
-        chain.ImportFromPemFile(tls.CertPath);
-        var leaf = X509Certificate2.CreateFromPemFile(tls.CertPath, tls.KeyPath);
+        chain.ImportFromPemFile(certPath);
+        var leaf = X509Certificate2.CreateFromPemFile(certPath, keyPath);
         var intermediates = new X509Certificate2Collection();
         for (var i = 1; i < chain.Count; i++)
         {
@@ -274,19 +276,66 @@ public sealed partial class PorticoHost : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Says once, at start-up, which configured features this build parses and validates but does not serve
+    /// yet, so nothing configured is ignored silently.
+    /// </summary>
+    /// <summary>A relative path is looked up in the working directory, then next to the config file (as validation does).</summary>
+    private string? ResolvePath(string? path)
+    {
+        if (path is null || Path.IsPathRooted(path) || File.Exists(path))
+        {
+            return path;
+        }
+        var besideConfig = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(_configPath)) ?? ".", path);
+        return File.Exists(besideConfig) ? besideConfig : path;
+    }
+
     private void WarnAboutUnservedFeatures(GatewayConfig config)
     {
-        if (config.Monitoring.Prometheus.Enabled || config.Metrics is { Enabled: true })
+        var security = config.Security;
+        var unserved = new List<string>();
+        void Check(bool configured, string name)
         {
-            Log.NotYet(_logger, "metrics endpoint (monitoring.prometheus / metrics)");
+            if (configured)
+            {
+                unserved.Add(name);
+            }
         }
-        if (config.Security.RateLimit.Enabled)
+        Check(config.Monitoring.Prometheus.Enabled || config.Metrics is { Enabled: true }, "metrics endpoint (monitoring.prometheus / metrics)");
+        Check(config.Monitoring.Tracing.Enabled, "monitoring.tracing");
+        Check(security.RateLimit.Enabled, "security.rate_limit");
+        Check(security.DdosProtection.Enabled, "security.ddos_protection");
+        Check(security.AccessControl.IpWhitelist.Count > 0 || security.AccessControl.IpBlacklist.Count > 0, "security.access_control ip lists");
+        Check(security.AccessControl.GeoBlocking.Enabled, "security.access_control.geo_blocking");
+        Check(security.Headers.EnableDefaultHeaders || security.Headers.CustomHeaders.Count > 0, "security.headers");
+        Check(security.TrustedProxies.Count > 0, "security.trusted_proxies");
+        Check(config.Cache.Enabled, "cache");
+        Check(config.Performance.CompressionEnabled, "performance.compression_enabled");
+        Check(config.Tls.Acme.Enabled, "tls.acme");
+        Check(config.Tls.OcspStapling, "tls.ocsp_stapling");
+        Check(config.Tls.HstsEnabled, "tls.hsts_enabled");
+        Check(config.Server.Zone is not null, "server.zone");
+        Check(config.Server.WatchConfig, "server.watch_config (SIGHUP reloads)");
+        Check(config.Admin.Token is not null, "admin.token");
+        var healthChecks = config.HealthCheck is { Enabled: true };
+        var breakers = false;
+        var backups = false;
+        foreach (var upstream in config.Upstreams)
         {
-            Log.NotYet(_logger, "security.rate_limit");
+            healthChecks |= upstream.HealthCheck is { Enabled: true };
+            breakers |= upstream.CircuitBreaker is { Enabled: true };
+            foreach (var server in upstream.Servers)
+            {
+                backups |= server.Backup || server.Zone is not null;
+            }
         }
-        if (config.Cache.Enabled)
+        Check(healthChecks, "health_check (active health checks)");
+        Check(breakers, "circuit_breaker");
+        Check(backups, "server zone/backup failover");
+        foreach (var name in unserved)
         {
-            Log.NotYet(_logger, "cache");
+            Log.NotYet(_logger, name);
         }
         if (config.Tls.Http3Enabled)
         {

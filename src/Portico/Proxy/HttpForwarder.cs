@@ -364,8 +364,15 @@ internal sealed class HttpForwarder
         byte[]? buffer = null;
         try
         {
-            // Send the headers now even if the body is slow to come (streaming responses, SSE, gRPC).
-            await downstream.StartAsync(requestAborted);
+            // Send the headers now even if the body is slow to come (streaming responses, SSE, gRPC), except for a
+            // gRPC "Trailers-Only" answer (grpc-status among the headers, gRPC PROTOCOL-HTTP2.md): it has no body,
+            // and only if nothing starts the response early does Kestrel send it as one HEADERS frame with
+            // END_STREAM, which is what makes the client read it as trailers. Started early, it becomes HEADERS +
+            // empty DATA, and clients report UNKNOWN "Stream removed" instead of the upstream's status.
+            if (!response.Headers.NonValidated.Contains("grpc-status"))
+            {
+                await downstream.StartAsync(requestAborted);
+            }
             while (true)
             {
                 int read;

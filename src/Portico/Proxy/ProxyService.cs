@@ -9,6 +9,9 @@ namespace Portico.Proxy;
 /// </summary>
 public sealed partial class ProxyService<TContext>
 {
+    /// <summary>Where Kestrel puts a request's Content-Length when it also has Transfer-Encoding.</summary>
+    private const string KestrelMovedContentLength = "X-Content-Length";
+
     private readonly ProxyApp<TContext> _app;
     private readonly HttpForwarder _forwarder = new();
     private readonly ILogger _logger;
@@ -114,10 +117,16 @@ public sealed partial class ProxyService<TContext>
     /// Request smuggling defence (RFC 9112 §6.1): a message with both Transfer-Encoding and Content-Length is
     /// ambiguous; a proxy that forwards it lets the two ends disagree on where it ends. Reject it.
     /// </summary>
+    /// <remarks>
+    /// Kestrel's HTTP/1.1 parser (dotnet/aspnetcore#43523) removes Content-Length when Transfer-Encoding is present
+    /// and keeps the client's value as <c>X-Content-Length</c>, so by the time the app runs, Content-Length alone never
+    /// shows the conflict; checking it alone made this defence dead code. A client that sends its own X-Content-Length
+    /// with a chunked body is rejected too: no legitimate client needs that combination.
+    /// </remarks>
     private static ProxyError? RejectSmuggling(ProxySession session)
     {
         var headers = session.Request.Headers;
-        if (headers.ContentLength is not null && headers.TransferEncoding.Count > 0)
+        if (headers.TransferEncoding.Count > 0 && (headers.ContentLength is not null || headers.ContainsKey(KestrelMovedContentLength)))
         {
             session.HttpContext.Response.Headers.Connection = "close";
             return ProxyError.Reject(400, "Content-Length and Transfer-Encoding must not both be present");

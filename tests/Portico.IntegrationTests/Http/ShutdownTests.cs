@@ -41,7 +41,19 @@ public sealed class ShutdownTests
         gateway.Signal(GatewayProcess.SIGTERM);
         var refusedAfter = await WaitUntilRefusedAsync(port, TimeSpan.FromSeconds(5));
         var inFlightDoneBeforeRefusal = inFlight.IsCompleted;
-        using var response = await inFlight;
+        HttpResponseMessage response;
+        try
+        {
+            response = await inFlight;
+        }
+        catch (HttpRequestException e)
+        {
+            var exitedMeanwhile = await gateway.WaitForExitAsync(TimeSpan.FromSeconds(5));
+            Assert.Fail($"the in-flight request failed ({e.Message}); new connections refused {refusedAfter} after SIGTERM; " +
+                $"process {(exitedMeanwhile ? $"exited with {gateway.ExitCode}" : "still running")} after {clock.Elapsed}:\n{gateway.Output}");
+            throw;
+        }
+        using var disposeResponse = response;
         var body = await response.Content.ReadAsStringAsync();
         var exited = await gateway.WaitForExitAsync(TimeSpan.FromSeconds(12));
 

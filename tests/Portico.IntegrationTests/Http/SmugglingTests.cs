@@ -28,7 +28,7 @@ public sealed class SmugglingTests : IClassFixture<ProxyFixture>
 
         var (response, closed) = await SendAndReadAsync(request);
 
-        Assert.True(response?.Status == 400, $"expected 400, got:\n{response}");
+        Assert.True(response?.Status == 400, $"expected 400, got:\n{response}\nthe upstream received: {DescribeReceived()}");
         Assert.True(closed, "the connection stayed open after an ambiguous request (RFC 9112 §6.3: the server MUST close it)");
         await AssertNothingForwardedAsync("/smuggle/clte");
     }
@@ -117,7 +117,9 @@ public sealed class SmugglingTests : IClassFixture<ProxyFixture>
         Assert.True(barrier?.Status == 200, $"barrier request failed:\n{barrier}");
 
         var received = _fixture.Main.Recorded.Skip(_recordedBeforeAttack).ToArray();
-        Assert.True(received.Length == 1 && received[0].Path == barrierPath,
-            $"after the attack on {attackPath} the upstream received: {string.Join(", ", received.Select(r => r.Method + " " + r.RawTarget + " (" + string.Join("; ", r.Headers.Select(h => h.Key + ": " + h.Value)) + ")"))}");
+        Assert.True(received.Length == 1 && received[0].Path == barrierPath, $"after the attack on {attackPath} the upstream received: {DescribeReceived()}");
     }
+
+    private string DescribeReceived() => string.Join(", ", _fixture.Main.Recorded.Skip(_recordedBeforeAttack)
+        .Select(r => r.Method + " " + r.RawTarget + " (" + string.Join("; ", r.Headers.Select(h => h.Key + ": " + h.Value)) + ")"));
 }

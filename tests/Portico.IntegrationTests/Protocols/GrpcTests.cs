@@ -42,6 +42,20 @@ public sealed class GrpcTests : IClassFixture<GrpcTests.Fixture>
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task GrpcServerStreaming_SlowFirstMessage_InitialMetadataArrivesAtOnce()
+    {
+        var result = await _fixture.RunClientAsync("early_headers");
+
+        // Timing is the subject here: the server sends its headers, then waits 2.5 s before the first message.
+        // A gateway that held the headers back until body data came would deliver them after about 2.5 s; 1.5 s
+        // leaves a wide margin for a loaded machine either way.
+        Assert.Equal("yes", result.GetProperty("metadata").GetProperty("x-portico-early").GetString());
+        Assert.InRange(result.GetProperty("headers_after").GetDouble(), 0, 1.5);
+        Assert.True(result.GetProperty("done_after").GetDouble() >= 2.4, "the message came before the server sent it?");
+        Assert.Equal("slow-0", result.GetProperty("messages")[0].GetString());
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task GrpcClientStreaming_HundredMessages_ServerSumsThem()
     {
         var result = await _fixture.RunClientAsync("client_stream");
@@ -225,6 +239,9 @@ public sealed class GrpcTests : IClassFixture<GrpcTests.Fixture>
                 return echo_pb2.Msg(text=request.text, n=request.n + 1)
 
             def ServerStream(self, request, context):
+                if request.text == "slow":
+                    context.send_initial_metadata((("x-portico-early", "yes"),))
+                    time.sleep(2.5)
                 for i in range(request.n):
                     if request.text == "fail" and i == 3:
                         context.set_trailing_metadata((("x-portico-after", "3"),))
@@ -277,6 +294,13 @@ public sealed class GrpcTests : IClassFixture<GrpcTests.Fixture>
             call = stub.ServerStream(echo_pb2.Msg(text="s", n=100), timeout=20)
             out["messages"] = [[m.text, m.n] for m in call]
             out["code"] = call.code().name
+        elif mode == "early_headers":
+            started = time.monotonic()
+            call = stub.ServerStream(echo_pb2.Msg(text="slow", n=1), timeout=20)
+            out["metadata"] = dict(call.initial_metadata())
+            out["headers_after"] = time.monotonic() - started
+            out["messages"] = [m.text for m in call]
+            out["done_after"] = time.monotonic() - started
         elif mode == "client_stream":
             reply = stub.ClientStream((echo_pb2.Msg(text=str(i), n=i) for i in range(1, 101)), timeout=20)
             out = {"count": reply.text, "sum": reply.n}

@@ -47,7 +47,7 @@ public sealed partial class Http2Tests : IClassFixture<Http2Tests.Fixture>
         // 10 connections x 10 concurrent streams: exercises HTTP/2 multiplexing downstream and the upstream pool.
         var result = await ExternalTool.RunAsync("h2load", ["-n", "2000", "-c", "10", "-m", "10", $"http://127.0.0.1:{_fixture.GatewayPort}/load"], TimeSpan.FromSeconds(100));
 
-        Assert.True(result.ExitCode == 0, $"h2load failed:\n{result}");
+        Assert.True(result.ExitCode == 0, $"h2load failed:\n{result}\ngateway (exited: {_fixture.Gateway.HasExited}):\n{_fixture.Gateway.Output}");
         var requests = RequestsLine().Match(result.StdOut);
         Assert.True(requests.Success, $"no requests line in h2load output:\n{result}");
         Assert.Equal("2000", requests.Groups["total"].Value);
@@ -104,7 +104,7 @@ public sealed partial class Http2Tests : IClassFixture<Http2Tests.Fixture>
             ["-sS", "--max-time", "20", versionFlag, "-H", "Content-Type: application/octet-stream", "--data-binary", $"@{_fixture.PayloadPath}",
              "-w", "\n%{http_version} %{http_code}", $"http://127.0.0.1:{_fixture.GatewayPort}{path}"],
             TimeSpan.FromSeconds(30));
-        Assert.True(result.ExitCode == 0, $"curl failed:\n{result}");
+        Assert.True(result.ExitCode == 0, $"curl failed:\n{result}\ngateway (exited: {_fixture.Gateway.HasExited}):\n{_fixture.Gateway.Output}");
         var lines = result.StdOut.Split('\n');
         var summary = lines[^1].Split(' ');
         Assert.True(summary[1] == "200", $"expected 200:\n{result}\ngateway:\n{_fixture.Gateway.Output}");

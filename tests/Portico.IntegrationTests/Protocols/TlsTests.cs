@@ -61,7 +61,7 @@ public sealed class TlsTests : IClassFixture<TlsTests.Fixture>
             TimeSpan.FromSeconds(20), stdin: "");
 
         var output = result.StdOut + result.StdErr;
-        Assert.True(result.ExitCode == 0, $"s_client failed:\n{result}");
+        Assert.True(result.ExitCode == 0, $"s_client failed:\n{result}\n{_fixture.Describe()}");
         Assert.Contains($"New, {expectedVersion}, Cipher is ", output);
         Assert.Contains("ALPN protocol: h2", output);
         Assert.Contains("subject=CN = localhost", output);
@@ -78,7 +78,7 @@ public sealed class TlsTests : IClassFixture<TlsTests.Fixture>
 
         var output = result.StdOut + result.StdErr;
         Assert.NotEqual(0, result.ExitCode);
-        Assert.Contains("alert protocol version", output);
+        Assert.True(output.Contains("alert protocol version", StringComparison.Ordinal), $"expected the server's protocol_version alert:\n{result}\n{_fixture.Describe()}");
         Assert.DoesNotContain("New, TLSv1.1", output);
     }
 
@@ -105,19 +105,19 @@ public sealed class TlsTests : IClassFixture<TlsTests.Fixture>
             ["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", $"http://127.0.0.1:{_fixture.PlainPort}/to-tls-verify/thing"],
             TimeSpan.FromSeconds(30));
 
-        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.True(result.ExitCode == 0, $"curl failed:\n{result}\n{_fixture.Describe()}");
         Assert.Equal("502", result.StdOut.Trim());
         // The handshake failed, so no request reached the upstream's handler.
         Assert.Equal(before, _fixture.TlsUpstream.Requests);
     }
 
     /// <summary>Runs curl; returns the HTTP version it used, the status and the upstream's JSON description.</summary>
-    private static async Task<(string Version, int Status, JsonElement Body)> CurlAsync(params string[] args)
+    private async Task<(string Version, int Status, JsonElement Body)> CurlAsync(params string[] args)
     {
         var all = new List<string> { "-sS", "--max-time", "20", "-w", "\n%{http_version} %{http_code}" };
         all.AddRange(args);
         var result = await ExternalTool.RunAsync("curl", all, TimeSpan.FromSeconds(30));
-        Assert.True(result.ExitCode == 0, $"curl failed:\n{result}");
+        Assert.True(result.ExitCode == 0, $"curl failed:\n{result}\n{_fixture.Describe()}");
         var lines = result.StdOut.Split('\n');
         var summary = lines[^1].Split(' ');
         var body = string.Join('\n', lines[..^1]);
@@ -140,6 +140,9 @@ public sealed class TlsTests : IClassFixture<TlsTests.Fixture>
         public int PlainPort { get; private set; }
 
         public int TlsPort { get; private set; }
+
+        /// <summary>The gateway's state and output, for failure messages.</summary>
+        public string Describe() => $"gateway {(Gateway.HasExited ? $"exited with {Gateway.ExitCode}" : "running")}:\n{Gateway.Output}";
 
         public async Task InitializeAsync()
         {

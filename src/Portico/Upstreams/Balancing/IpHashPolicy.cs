@@ -15,6 +15,9 @@ internal sealed class IpHashPolicy : LoadBalancingPolicy
 {
     private readonly KetamaRing _ring;
 
+    /// <summary>The caller must pass the client's hash key (<see cref="KetamaRing.HashKey(System.Net.IPAddress)"/>).</summary>
+    public override bool UsesHashKey => true;
+
     public IpHashPolicy(ServerModel[] servers)
         : base(servers)
     {
