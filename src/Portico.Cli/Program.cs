@@ -42,7 +42,9 @@ internal static class Program
         echo.SetAction((parse, cancellationToken) => EchoAsync(parse.GetValue(listenOption)!, parse.GetValue(nameOption)!, cancellationToken));
         root.Subcommands.Add(echo);
 
-        return await root.Parse(args).InvokeAsync();
+        // System.CommandLine would take over SIGTERM and end the process 2 s later (ProcessTerminationTimeout);
+        // PorticoHost handles SIGTERM itself so in-flight requests drain for graceful_timeout_seconds.
+        return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
     }
 
     private static string VersionText() =>

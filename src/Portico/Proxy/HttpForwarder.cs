@@ -112,6 +112,14 @@ internal sealed class HttpForwarder
                 // The upstream declined the upgrade; this connection carries ordinary HTTP from here on.
                 downstream.Headers.Remove("Upgrade");
             }
+            if (content is not null && !session.RequestBodyStarted && ExpectsContinue(request))
+            {
+                // RFC 9110 §10.1.1: the upstream answered before asking for the body, so the client got no 100 Continue
+                // and may or may not send the body now. curl, after a 417, sends its retry on the same connection,
+                // which Kestrel would read as the unsent body of this request (and the retry then hangs). A server
+                // answering before the body SHOULD say whether it closes; closing is the only framing both ends agree on.
+                downstream.Headers.Connection = "close";
+            }
             await app.ResponseFilterAsync(session, response, ctx);
 
             // :: Step 6
@@ -136,6 +144,11 @@ internal sealed class HttpForwarder
             return null;
         }
     }
+
+    /// <summary>True for an HTTP/1.1 request with <c>Expect: 100-continue</c> (HTTP/2 has no connection to close).</summary>
+    private static bool ExpectsContinue(HttpRequest request) =>
+        HttpProtocol.IsHttp11(request.Protocol)
+        && request.Headers.Expect.ToString().Contains("100-continue", StringComparison.OrdinalIgnoreCase);
 
     private static Uri BuildTarget(ProxySession session, UpstreamPeer peer)
     {
@@ -364,15 +377,14 @@ internal sealed class HttpForwarder
         byte[]? buffer = null;
         try
         {
-            // Send the headers now even if the body is slow to come (streaming responses, SSE, gRPC), except for a
-            // gRPC "Trailers-Only" answer (grpc-status among the headers, gRPC PROTOCOL-HTTP2.md): it has no body,
-            // and only if nothing starts the response early does Kestrel send it as one HEADERS frame with
-            // END_STREAM, which is what makes the client read it as trailers. Started early, it becomes HEADERS +
-            // empty DATA, and clients report UNKNOWN "Stream removed" instead of the upstream's status.
-            if (!response.Headers.NonValidated.Contains("grpc-status"))
-            {
-                await downstream.StartAsync(requestAborted);
-            }
+            // The headers leave with the first body bytes when those are ready at once (one write, not two), and on
+            // their own as soon as the body is not: a streaming response (gRPC initial metadata, SSE) must not wait
+            // for its first message. It may seem enough to call Response.StartAsync, but Kestrel only buffers the
+            // headers there (dotnet/aspnetcore#7780); a flush sends them. Never early for a gRPC "Trailers-Only"
+            // answer (grpc-status among the headers, gRPC PROTOCOL-HTTP2.md): it has no body, and left alone
+            // Kestrel sends it as one HEADERS frame with END_STREAM, which clients read as trailers; flushed early it
+            // becomes HEADERS + empty DATA, and clients report UNKNOWN "Stream removed" instead of the status.
+            var flushHeadersEarly = !response.Headers.NonValidated.Contains("grpc-status");
             while (true)
             {
                 int read;
@@ -382,7 +394,26 @@ internal sealed class HttpForwarder
                     if (buffer is null)
                     {
                         // Zero-byte read: wait for data without holding a buffer (idle streams cost no memory).
-                        read = await source.ReadAsync(Memory<byte>.Empty, cts.Token);
+                        var ready = source.ReadAsync(Memory<byte>.Empty, cts.Token);
+                        if (flushHeadersEarly && !ready.IsCompleted)
+                        {
+                            var waiting = ready.AsTask();
+                            try
+                            {
+                                await destination.FlushAsync(requestAborted);
+                            }
+                            catch (Exception ex)
+                            {
+                                cts.Cancel();
+                                await ((Task)waiting).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                                return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: false);
+                            }
+                            await waiting;
+                        }
+                        else
+                        {
+                            await ready;
+                        }
                         buffer = ArrayPool<byte>.Shared.Rent(ResponseBufferSize);
                     }
                     read = await source.ReadAsync(buffer.AsMemory(), cts.Token);

@@ -104,6 +104,46 @@ public sealed class MessageFramingTests : IClassFixture<ProxyFixture>
         }
     }
 
+    [Theory]
+    [InlineData(401)]
+    [InlineData(417)]
+    public async Task ExpectContinue_FinalAnswerBeforeBody_NextRequestNotSwallowedAsBody(int status)
+    {
+        // Large enough that neither the gateway's HTTP client nor curl sends it after an error answer (SocketsHttpHandler
+        // still sends bodies of up to 1 KiB).
+        const int bodyLength = 100_000;
+        await using var connection = await RawHttpConnection.ConnectAsync(_fixture.Port);
+
+        await connection.SendAsync($"POST /expect/deny?status={status} HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: {bodyLength}\r\n\r\n");
+        var first = await connection.ReadResponseAsync();
+        if (first?.Status == 100)
+        {
+            // The gateway asked for the body after all: then the client owes it.
+            await connection.SendAsync(new string('b', bodyLength));
+            first = await connection.ReadResponseAsync();
+        }
+        Assert.True(first?.Status == status, $"expected {status}, got:\n{first}");
+        if (first.Header("Connection") == "close")
+        {
+            // RFC 9110 §10.1.1: the server said it will not read the body; a client opens a new connection.
+            return;
+        }
+
+        // Kept open: then the next request (sent as curl does after a 417, without the unsent body) must be read as
+        // a request, not as that body.
+        await connection.SendAsync("GET /framing/after-expect HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        RawResponse? second = null;
+        try
+        {
+            second = await connection.ReadResponseAsync(timeout: TimeSpan.FromSeconds(5));
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail("the connection stayed open without Connection: close, and the next request on it got no answer: the gateway read it as the unsent body");
+        }
+        Assert.True(second?.Status == 200, $"second response:\n{second}");
+    }
+
     [Fact]
     public async Task Head_ContentLengthKept_NoBodyOnTheWire()
     {
