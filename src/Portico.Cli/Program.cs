@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net;
 using System.Reflection;
+using Microsoft.Extensions.Hosting;
 using Portico.Config;
 using Portico.Hosting;
 
@@ -118,14 +119,8 @@ internal static class Program
         await using var app = EchoServer.Build(endpoints, name);
         await app.StartAsync(cancellationToken);
         Console.WriteLine($"echo upstream '{name}' listening on {string.Join(", ", app.Urls)}");
-        try
-        {
-            await Task.Delay(Timeout.Infinite, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-        }
-        await app.StopAsync(CancellationToken.None);
+        // The host's console lifetime turns SIGTERM/SIGINT into a graceful stop.
+        await app.WaitForShutdownAsync(cancellationToken);
         return 0;
     }
 }

@@ -93,12 +93,12 @@ internal sealed class JwtAuthenticator
     }
 
     /// <summary>Writes 401 with a Bearer challenge and a JSON body.</summary>
-    public static Task WriteChallengeAsync(ProxySession session, string reason)
+    public static async Task WriteChallengeAsync(ProxySession session, string reason)
     {
         var challenge = reason == "missing bearer token"
             ? "Bearer realm=\"portico\""
             : "Bearer realm=\"portico\", error=\"invalid_token\"";
-        return ErrorResponse.WriteAsync(session.HttpContext, StatusCodes.Status401Unauthorized, "unauthorized", reason, session.RequestId,
-            new KeyValuePair<string, string>("WWW-Authenticate", challenge));
+        session.ResponseBodyBytes = await ErrorResponse.WriteAsync(session.HttpContext, StatusCodes.Status401Unauthorized, "unauthorized", reason,
+            session.RequestId, new KeyValuePair<string, string>("WWW-Authenticate", challenge));
     }
 }

@@ -24,12 +24,13 @@ public static class ErrorResponse
             session.HttpContext.Abort();
             return 0;
         }
-        await WriteAsync(session.HttpContext, status, error.Code, error.Message, session.RequestId);
+        session.ResponseBodyBytes = await WriteAsync(session.HttpContext, status, error.Code, error.Message, session.RequestId);
         return status;
     }
 
     /// <summary>Writes a JSON error with the given fields, replacing any headers set so far except X-Request-ID.</summary>
-    public static Task WriteAsync(HttpContext context, int status, string code, string message, string requestId,
+    /// <returns>The body length in bytes (0 for HEAD).</returns>
+    public static async Task<int> WriteAsync(HttpContext context, int status, string code, string message, string requestId,
         KeyValuePair<string, string>? extraHeader = null)
     {
         var response = context.Response;
@@ -46,9 +47,10 @@ public static class ErrorResponse
         response.ContentLength = body.Length;
         if (HttpMethods.IsHead(context.Request.Method))
         {
-            return Task.CompletedTask;
+            return 0;
         }
-        return response.Body.WriteAsync(body, 0, body.Length, context.RequestAborted);
+        await response.Body.WriteAsync(body, context.RequestAborted);
+        return body.Length;
     }
 
     internal static byte[] Format(int status, string code, string message, string requestId)
