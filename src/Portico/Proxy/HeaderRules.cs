@@ -10,7 +10,8 @@ public static class HeaderRules
 {
     /// <summary>
     /// True for a header that describes one connection, not the message: Connection, Keep-Alive,
-    /// Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade.
+    /// Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade,
+    /// HTTP2-Settings.
     /// TE is handled separately by the forwarder (only "trailers" survives, which gRPC needs).
     /// </summary>
     public static bool IsHopByHop(string name)
@@ -25,6 +26,10 @@ public static class HeaderRules
             case 10:
                 return name.Equals("Connection", StringComparison.OrdinalIgnoreCase)
                     || name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase);
+            case 14:
+                // RFC 9113 §3.1 (RFC 7540 §3.2.1): belongs to an h2c upgrade offer, a connection-level thing. Listed
+                // here because Kestrel drops it from the Connection header ("Upgrade, HTTP2-Settings" → "Upgrade").
+                return name.Equals("HTTP2-Settings", StringComparison.OrdinalIgnoreCase);
             case 16:
                 return name.Equals("Proxy-Connection", StringComparison.OrdinalIgnoreCase);
             case 17:

@@ -43,7 +43,10 @@ internal sealed class HttpForwarder
         var extendedConnect = httpContext.Features.Get<IHttpExtendedConnectFeature>();
         var isExtendedConnect = extendedConnect is { IsExtendedConnect: true };
         var upgradeFeature = httpContext.Features.Get<IHttpUpgradeFeature>();
-        var isH1Upgrade = !isExtendedConnect && upgradeFeature is { IsUpgradableRequest: true } && peer.Version.Major == 1;
+        // Only WebSocket upgrades are tunnelled, as Envoy's default upgrade_configs: an "Upgrade: h2c" from
+        // `curl --http2 http://...` is an offer the proxy declines, so it becomes an ordinary HTTP/1.1 request.
+        var isH1Upgrade = !isExtendedConnect && upgradeFeature is { IsUpgradableRequest: true } && peer.Version.Major == 1
+            && IsWebSocketUpgrade(request.Headers.Upgrade);
         session.IsUpgrade = isExtendedConnect || isH1Upgrade;
 
         var upstreamRequest = new HttpRequestMessage
@@ -143,6 +146,18 @@ internal sealed class HttpForwarder
             CopyTrailers(response, httpContext);
             return null;
         }
+    }
+
+    private static bool IsWebSocketUpgrade(StringValues upgrade)
+    {
+        for (var i = 0; i < upgrade.Count; i++)
+        {
+            if (upgrade[i] is { } value && value.Contains("websocket", StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     /// <summary>True for an HTTP/1.1 request with <c>Expect: 100-continue</c> (HTTP/2 has no connection to close).</summary>

@@ -70,6 +70,19 @@ public sealed partial class HeaderForwardingTests : IClassFixture<ProxyFixture>
     }
 
     [Fact]
+    public async Task Upgrade_H2cOfferFromCurl_IsDeclinedAndServedAsHttp11()
+    {
+        // `curl --http2 http://...` offers "Upgrade: h2c"; only WebSocket upgrades are tunnelled, so the offer must
+        // not reach the upstream and the answer is ordinary HTTP/1.1.
+        var response = await Curl.RunAsync("--max-time", "10", "--http2", _fixture.Url("/headers/h2c-offer"));
+
+        Assert.True(response.Status == 200, response.ToString());
+        var seen = _fixture.Main.Last("/headers/h2c-offer")!;
+        Assert.Null(seen.Header("Upgrade"));
+        Assert.Null(seen.Header("HTTP2-Settings"));
+    }
+
+    [Fact]
     public async Task HopByHop_HeaderNamedByConnectionAlone_NotForwarded()
     {
         var response = await Curl.RunAsync("--max-time", "10", "-H", "Connection: X-Secret", "-H", "X-Secret: 1", _fixture.Url("/headers/hop/named"));

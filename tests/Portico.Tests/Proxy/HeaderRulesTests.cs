@@ -17,6 +17,7 @@ public sealed class HeaderRulesTests
     [InlineData("Trailer")]
     [InlineData("Transfer-Encoding")]
     [InlineData("Upgrade")]
+    [InlineData("HTTP2-Settings")]
     public void IsHopByHop_HopByHopHeaders_True(string name) => Assert.True(HeaderRules.IsHopByHop(name));
 
     [Theory]
