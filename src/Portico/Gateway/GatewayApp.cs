@@ -127,7 +127,56 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     public override ProxyError FailToConnect(ProxySession session, UpstreamPeer peer, ProxyError error, GatewayContext ctx)
     {
         Log.ConnectFailed(_logger, session.RequestId, peer.UpstreamName ?? "-", peer.Server.Authority, error.Code);
+        ReportFailure(peer, ctx, error.Code);
         return error;
+    }
+
+    public override ProxyError ErrorWhileProxy(ProxySession session, UpstreamPeer peer, ProxyError error, GatewayContext ctx)
+    {
+        if (error.Source == ProxyErrorSource.Upstream)
+        {
+            ReportFailure(peer, ctx, error.Code);
+            // A reset before any answer may be retried when the method is idempotent (RFC 9110 §9.2.2) and no body
+            // byte was sent: the upstream may or may not have acted, and for these methods that is harmless. Timeouts
+            // are not retried: the work may still be running, and waiting twice doubles the client's wait.
+            if (error.Kind == ProxyErrorKind.UpstreamProtocolError && IsIdempotent(session.Request.Method) && !session.RequestBodyStarted)
+            {
+                error.Retryable = true;
+            }
+        }
+        return error;
+    }
+
+    public override ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, GatewayContext ctx)
+    {
+        var state = session.Peer!.Server.State;
+        if (session.UpstreamStatus >= 500)
+        {
+            ReportFailure(session.Peer, ctx, "status " + session.UpstreamStatus);
+        }
+        else
+        {
+            state.ReportSuccess();
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>GET, HEAD, OPTIONS, TRACE, PUT and DELETE (RFC 9110 §9.2.2).</summary>
+    internal static bool IsIdempotent(string method) =>
+        HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsOptions(method)
+        || HttpMethods.IsPut(method) || HttpMethods.IsDelete(method) || HttpMethods.IsTrace(method);
+
+    private void ReportFailure(UpstreamPeer peer, GatewayContext ctx, string reason)
+    {
+        var upstream = ctx.Upstream;
+        if (upstream is null)
+        {
+            return;
+        }
+        if (peer.Server.State.ReportFailure(upstream.PassiveMaxFails, upstream.PassiveEjectTime))
+        {
+            Log.Ejected(_logger, upstream.Name, peer.Server.Authority, upstream.PassiveMaxFails, reason, upstream.PassiveEjectTime.TotalSeconds);
+        }
     }
 
     public override ValueTask LoggingAsync(ProxySession session, ProxyError? error, GatewayContext ctx)
@@ -157,6 +206,10 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
             Message = "{RequestId} {ClientIp} \"{Method} {Path} {Protocol}\" {Status} {Bytes} route={Route} upstream={Upstream} server={Server} duration_ms={DurationMs:0.###} upstream_ms={UpstreamMs:0.###} attempts={Attempts} error={Error}")]
         public static partial void Access(ILogger logger, string requestId, string clientIp, string method, string path, string protocol,
             int status, long bytes, string route, string upstream, string server, double durationMs, double upstreamMs, int attempts, string error);
+
+        [LoggerMessage(EventId = 2003, Level = LogLevel.Warning,
+            Message = "Passive health: {Upstream}/{Server} ejected for {Seconds} s after {Failures} failures in a row (last: {Reason})")]
+        public static partial void Ejected(ILogger logger, string upstream, string server, int failures, string reason, double seconds);
 
         [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "{RequestId}: connect to {Upstream}/{Server} failed: {Code}")]
         public static partial void ConnectFailed(ILogger logger, string requestId, string upstream, string server, string code);

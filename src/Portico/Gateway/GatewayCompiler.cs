@@ -141,6 +141,7 @@ public static class GatewayCompiler
             ConnectTimeout = options.ConnectTimeout,
             ReadTimeout = TimeSpan.FromMilliseconds(u.ReadTimeoutMs),
             MaxRetries = u.MaxRetries,
+            PassiveMaxFails = (u.HealthCheck ?? config.HealthCheck)?.UnhealthyThreshold ?? 3,
             Client = client,
         };
     }

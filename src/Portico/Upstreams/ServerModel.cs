@@ -54,8 +54,49 @@ public sealed class ServerState
     /// <summary>True when an operator drained the server: no new requests.</summary>
     public bool IsDraining => _draining;
 
-    /// <summary>Whether the balancer may pick this server.</summary>
-    public bool IsAvailable => _healthy && !_draining;
+    /// <summary>Whether the balancer may pick this server: healthy, not drained, not ejected by passive checks.</summary>
+    public bool IsAvailable => _healthy && !_draining && !IsEjected;
+
+    private long _ejectedUntil;
+    private int _consecutiveFailures;
+
+    /// <summary>True while passive health checks keep the server out (after too many failures in a row).</summary>
+    public bool IsEjected
+    {
+        get
+        {
+            var until = Volatile.Read(ref _ejectedUntil);
+            return until != 0 && Environment.TickCount64 < until;
+        }
+    }
+
+    /// <summary>Consecutive failures seen on live traffic since the last success.</summary>
+    public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
+
+    /// <summary>A request to this server succeeded (any status below 500): the failure streak ends.</summary>
+    public void ReportSuccess()
+    {
+        if (Volatile.Read(ref _consecutiveFailures) != 0)
+        {
+            Volatile.Write(ref _consecutiveFailures, 0);
+        }
+    }
+
+    /// <summary>
+    /// A request to this server failed on live traffic (connect failure, timeout, reset or a 5xx). After
+    /// <paramref name="maxFails"/> in a row the server is ejected for <paramref name="ejectFor"/>, as nginx's
+    /// max_fails/fail_timeout and Envoy's consecutive-5xx outlier detection do. Returns true when this call ejected it.
+    /// </summary>
+    public bool ReportFailure(int maxFails, TimeSpan ejectFor)
+    {
+        if (Interlocked.Increment(ref _consecutiveFailures) < maxFails)
+        {
+            return false;
+        }
+        Volatile.Write(ref _consecutiveFailures, 0);
+        Volatile.Write(ref _ejectedUntil, Environment.TickCount64 + (long)ejectFor.TotalMilliseconds);
+        return true;
+    }
 
     public void SetHealthy(bool healthy) => _healthy = healthy;
 

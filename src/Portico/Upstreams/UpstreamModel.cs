@@ -22,6 +22,10 @@ public sealed class UpstreamModel
     public required TimeSpan ConnectTimeout { get; init; }
     public required TimeSpan ReadTimeout { get; init; }
     public int MaxRetries { get; init; }
+    /// <summary>Failures in a row on live traffic that eject a server (the effective health check's unhealthy_threshold).</summary>
+    public int PassiveMaxFails { get; init; } = 3;
+    /// <summary>How long a passively ejected server stays out. 10 s, as nginx's fail_timeout.</summary>
+    public TimeSpan PassiveEjectTime { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>The long-lived pool (SocketsHttpHandler) for this group; shared across reloads when settings match.</summary>
     public required UpstreamClient Client { get; init; }
 }
