@@ -28,6 +28,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
     private readonly TaskCompletionSource _stopRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly SemaphoreSlim _reloadLock = new(1, 1);
     private readonly List<PosixSignalRegistration> _signals = [];
+    private readonly Upstreams.Health.ActiveHealthChecker _healthChecker;
 
     private PorticoHost(string configPath, GatewaySnapshot snapshot, ILoggerFactory loggerFactory)
     {
@@ -35,7 +36,11 @@ public sealed partial class PorticoHost : IAsyncDisposable
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger("Portico");
         _app = new GatewayApp(snapshot, loggerFactory);
+        _healthChecker = new Upstreams.Health.ActiveHealthChecker(loggerFactory, TimeProvider.System);
     }
+
+    /// <summary>Active health checks of the current snapshot's servers.</summary>
+    public Upstreams.Health.ActiveHealthChecker HealthChecker => _healthChecker;
 
     /// <summary>The gateway app (current snapshot, phases).</summary>
     public GatewayApp App => _app;
@@ -81,6 +86,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             await server.StartAsync(cancellationToken);
         }
         Addresses = [.. dataPlane.Urls];
+        _healthChecker.Apply(_app.Snapshot);
         WarnAboutUnservedFeatures(config);
         if (!OperatingSystem.IsWindows())
         {
@@ -116,6 +122,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         var config = _app.Snapshot.Config;
         var timeout = TimeSpan.FromSeconds(config.Server.GracefulShutdown ? config.Server.GracefulTimeoutSeconds : 0);
         using var cts = new CancellationTokenSource(timeout);
+        await _healthChecker.DisposeAsync();
         var stops = new List<Task>();
         foreach (var server in _servers)
         {
@@ -140,6 +147,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             var current = _app.Snapshot;
             var next = GatewayCompiler.Compile(result.Config!, current);
             var old = _app.Swap(next);
+            _healthChecker.Apply(next);
             // In-flight requests on the old snapshot may still use its pools; give them the drain window first.
             _ = Task.Delay(TimeSpan.FromSeconds(Math.Max(30, next.Config.Server.GracefulTimeoutSeconds)))
                 .ContinueWith(_ => GatewayCompiler.DisposeUnused(old, next), TaskScheduler.Default);
@@ -318,19 +326,16 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Server.Zone is not null, "server.zone");
         Check(config.Server.WatchConfig, "server.watch_config (SIGHUP reloads)");
         Check(config.Admin.Token is not null, "admin.token");
-        var healthChecks = config.HealthCheck is { Enabled: true };
         var breakers = false;
         var backups = false;
         foreach (var upstream in config.Upstreams)
         {
-            healthChecks |= upstream.HealthCheck is { Enabled: true };
             breakers |= upstream.CircuitBreaker is { Enabled: true };
             foreach (var server in upstream.Servers)
             {
                 backups |= server.Backup || server.Zone is not null;
             }
         }
-        Check(healthChecks, "health_check (active health checks)");
         Check(breakers, "circuit_breaker");
         Check(backups, "server zone/backup failover");
         foreach (var name in unserved)
@@ -353,6 +358,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _healthChecker.DisposeAsync();
         foreach (var signal in _signals)
         {
             signal.Dispose();
