@@ -23,6 +23,9 @@ public sealed class GatewayContext
 
     /// <summary>The upstream group chosen for the request.</summary>
     public UpstreamModel? Upstream { get; internal set; }
+
+    /// <summary>The breaker of the current attempt's server, acquired and not yet told the outcome.</summary>
+    internal CircuitBreaker? Breaker { get; set; }
 }
 
 /// <summary>
@@ -111,15 +114,36 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
 
     public override ValueTask<UpstreamPeer?> SelectUpstreamAsync(ProxySession session, GatewayContext ctx)
     {
+        ReleaseBreaker(ctx);
         var upstream = ctx.Upstream;
         if (upstream is null)
         {
             return ValueTask.FromResult<UpstreamPeer?>(null);
         }
+        if (session.Attempts == 0)
+        {
+            upstream.RetryBudget.RecordRequest();
+        }
         var policy = upstream.Policy;
         var hashKey = policy.UsesHashKey ? KetamaRing.HashKey(session.ClientAddress) : 0UL;
-        var server = policy.Select(hashKey, session.Peer?.Server);
-        return ValueTask.FromResult<UpstreamPeer?>(server is null ? null : ctx.Snapshot.PeerFor(upstream, server));
+        var exclude = session.Peer?.Server;
+        // A half-open breaker admits only a few probes at once; when this server's are taken, try another.
+        for (var tries = 0; tries < 3; tries++)
+        {
+            var server = policy.Select(hashKey, exclude);
+            if (server is null)
+            {
+                break;
+            }
+            var breaker = server.State.Breaker;
+            if (breaker is null || breaker.TryAcquire())
+            {
+                ctx.Breaker = breaker;
+                return ValueTask.FromResult<UpstreamPeer?>(ctx.Snapshot.PeerFor(upstream, server));
+            }
+            exclude = server;
+        }
+        return ValueTask.FromResult<UpstreamPeer?>(null);
     }
 
     public override int MaxRetries(ProxySession session, GatewayContext ctx) => ctx.Upstream?.MaxRetries ?? 0;
@@ -128,7 +152,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     {
         Log.ConnectFailed(_logger, session.RequestId, peer.UpstreamName ?? "-", peer.Server.Authority, error.Code);
         ReportFailure(peer, ctx, error.Code);
-        return error;
+        return SpendRetryBudget(session, error, ctx);
     }
 
     public override ProxyError ErrorWhileProxy(ProxySession session, UpstreamPeer peer, ProxyError error, GatewayContext ctx)
@@ -144,7 +168,43 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
                 error.Retryable = true;
             }
         }
+        else
+        {
+            ReleaseBreaker(ctx);
+        }
+        return SpendRetryBudget(session, error, ctx);
+    }
+
+    /// <summary>
+    /// Connect failures retry at once on another server (nothing was sent, as nginx does); other retries wait a
+    /// random 0–25 ms, doubling per attempt up to 250 ms ("full jitter"), so a burst of failures does not retry in
+    /// lockstep.
+    /// </summary>
+    public override TimeSpan RetryDelay(ProxySession session, ProxyError error, GatewayContext ctx)
+    {
+        if (error.IsConnectFailure)
+        {
+            return TimeSpan.Zero;
+        }
+        var cap = Math.Min(250.0, 25.0 * Math.Pow(2, Math.Max(0, session.Attempts - 1)));
+        return TimeSpan.FromMilliseconds(Random.Shared.NextDouble() * cap);
+    }
+
+    /// <summary>A retry the runner would make costs budget; when the budget is spent, the error is final.</summary>
+    private static ProxyError SpendRetryBudget(ProxySession session, ProxyError error, GatewayContext ctx)
+    {
+        if (error.Retryable && ctx.Upstream is { } upstream && session.Attempts <= upstream.MaxRetries
+            && !session.RequestBodyStarted && !session.Response.HasStarted && !upstream.RetryBudget.TryAcquireRetry())
+        {
+            error.Retryable = false;
+        }
         return error;
+    }
+
+    private static void ReleaseBreaker(GatewayContext ctx)
+    {
+        ctx.Breaker?.Release();
+        ctx.Breaker = null;
     }
 
     public override ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, GatewayContext ctx)
@@ -157,6 +217,8 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         else
         {
             state.ReportSuccess();
+            ctx.Breaker?.OnSuccess();
+            ctx.Breaker = null;
         }
         return ValueTask.CompletedTask;
     }
@@ -168,6 +230,16 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
 
     private void ReportFailure(UpstreamPeer peer, GatewayContext ctx, string reason)
     {
+        if (ctx.Breaker is { } breaker)
+        {
+            var before = breaker.State;
+            breaker.OnFailure();
+            ctx.Breaker = null;
+            if (before != CircuitState.Open && breaker.State == CircuitState.Open)
+            {
+                Log.BreakerOpened(_logger, peer.UpstreamName ?? "-", peer.Server.Authority, reason, breaker.Options.OpenTimeout.TotalSeconds);
+            }
+        }
         var upstream = ctx.Upstream;
         if (upstream is null)
         {
@@ -181,6 +253,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
 
     public override ValueTask LoggingAsync(ProxySession session, ProxyError? error, GatewayContext ctx)
     {
+        ReleaseBreaker(ctx);
         var status = session.Response.StatusCode;
         var elapsed = session.Elapsed;
         var alwaysLog = error is not null && error.Kind != ProxyErrorKind.DownstreamClosed || status >= 500 || elapsed.TotalSeconds >= 1;
@@ -210,6 +283,10 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         [LoggerMessage(EventId = 2003, Level = LogLevel.Warning,
             Message = "Passive health: {Upstream}/{Server} ejected for {Seconds} s after {Failures} failures in a row (last: {Reason})")]
         public static partial void Ejected(ILogger logger, string upstream, string server, int failures, string reason, double seconds);
+
+        [LoggerMessage(EventId = 2004, Level = LogLevel.Warning,
+            Message = "Circuit breaker opened for {Upstream}/{Server} (last failure: {Reason}); half-open probes in {Seconds} s")]
+        public static partial void BreakerOpened(ILogger logger, string upstream, string server, string reason, double seconds);
 
         [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "{RequestId}: connect to {Upstream}/{Server} failed: {Code}")]
         public static partial void ConnectFailed(ILogger logger, string requestId, string upstream, string server, string code);

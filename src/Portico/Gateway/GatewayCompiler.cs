@@ -119,6 +119,19 @@ public static class GatewayCompiler
                 }
             }
             servers[i] = new ServerModel(s, i, state);
+            var breakerState = servers[i].State;
+            if (u.CircuitBreaker is { Enabled: true } breakerConfig)
+            {
+                var breakerOptions = CircuitBreakerOptions.From(breakerConfig);
+                if (breakerState.Breaker?.Options != breakerOptions)
+                {
+                    breakerState.Breaker = new CircuitBreaker(breakerOptions, TimeProvider.System);
+                }
+            }
+            else
+            {
+                breakerState.Breaker = null;
+            }
         }
 
         var options = new UpstreamClientOptions
@@ -142,6 +155,7 @@ public static class GatewayCompiler
             ReadTimeout = TimeSpan.FromMilliseconds(u.ReadTimeoutMs),
             MaxRetries = u.MaxRetries,
             PassiveMaxFails = (u.HealthCheck ?? config.HealthCheck)?.UnhealthyThreshold ?? 3,
+            RetryBudget = old?.RetryBudget ?? new RetryBudget(new RetryBudgetOptions(), TimeProvider.System),
             Client = client,
         };
     }

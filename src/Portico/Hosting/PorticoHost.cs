@@ -326,17 +326,14 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Server.Zone is not null, "server.zone");
         Check(config.Server.WatchConfig, "server.watch_config (SIGHUP reloads)");
         Check(config.Admin.Token is not null, "admin.token");
-        var breakers = false;
         var backups = false;
         foreach (var upstream in config.Upstreams)
         {
-            breakers |= upstream.CircuitBreaker is { Enabled: true };
             foreach (var server in upstream.Servers)
             {
                 backups |= server.Backup || server.Zone is not null;
             }
         }
-        Check(breakers, "circuit_breaker");
         Check(backups, "server zone/backup failover");
         foreach (var name in unserved)
         {

@@ -79,6 +79,12 @@ public abstract class ProxyApp<TContext>
     /// Called per failure. Default: 1.
     /// </summary>
     public virtual int MaxRetries(ProxySession session, TContext ctx) => 1;
+
+    /// <summary>
+    /// How long to wait before retrying after <paramref name="error"/> (back-off). Called only when a retry will
+    /// happen. Default: no wait.
+    /// </summary>
+    public virtual TimeSpan RetryDelay(ProxySession session, ProxyError error, TContext ctx) => TimeSpan.Zero;
 }
 
 /// <summary>Thrown from a phase to fail the request with a specific <see cref="ProxyError"/>.</summary>

@@ -110,6 +110,11 @@ public sealed partial class ProxyService<TContext>
                 return error;
             }
             Log.Retrying(_logger, session.RequestId, peer.Server.Authority, error.Code);
+            var delay = _app.RetryDelay(session, error, ctx);
+            if (delay > TimeSpan.Zero)
+            {
+                await Task.Delay(delay, session.HttpContext.RequestAborted);
+            }
         }
     }
 

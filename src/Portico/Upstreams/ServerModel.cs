@@ -54,8 +54,16 @@ public sealed class ServerState
     /// <summary>True when an operator drained the server: no new requests.</summary>
     public bool IsDraining => _draining;
 
-    /// <summary>Whether the balancer may pick this server: healthy, not drained, not ejected by passive checks.</summary>
-    public bool IsAvailable => _healthy && !_draining && !IsEjected;
+    /// <summary>
+    /// Whether the balancer may pick this server: healthy, not drained, not ejected by passive checks, and its circuit
+    /// breaker (if any) not open, or open long enough to let a half-open probe through.
+    /// </summary>
+    public bool IsAvailable => _healthy && !_draining && !IsEjected && BreakerAllows;
+
+    /// <summary>The server's circuit breaker when its upstream configures one; kept across reloads while its settings match.</summary>
+    public CircuitBreaker? Breaker { get; internal set; }
+
+    private bool BreakerAllows => Breaker is not { } breaker || breaker.State != CircuitState.Open || breaker.OpenRemaining == TimeSpan.Zero;
 
     private long _ejectedUntil;
     private int _consecutiveFailures;

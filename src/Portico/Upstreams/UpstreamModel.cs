@@ -24,6 +24,8 @@ public sealed class UpstreamModel
     public int MaxRetries { get; init; }
     /// <summary>Failures in a row on live traffic that eject a server (the effective health check's unhealthy_threshold).</summary>
     public int PassiveMaxFails { get; init; } = 3;
+    /// <summary>Caps retries at about 20 % of requests (plus 10/s), so retries cannot multiply an overload.</summary>
+    public required RetryBudget RetryBudget { get; init; }
     /// <summary>How long a passively ejected server stays out. 10 s, as nginx's fail_timeout.</summary>
     public TimeSpan PassiveEjectTime { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>The long-lived pool (SocketsHttpHandler) for this group; shared across reloads when settings match.</summary>

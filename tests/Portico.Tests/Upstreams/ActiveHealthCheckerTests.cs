@@ -411,15 +411,19 @@ public sealed class ActiveHealthCheckerTests
     private static ServerState StateOf(GatewaySnapshot snapshot, string upstream, int index) =>
         snapshot.Upstreams[upstream].Servers[index].State;
 
-    /// <summary>A loopback port that nothing listens on (it was bound a moment ago, so nothing else took it yet).</summary>
+    /// <summary>
+    /// A loopback port that refuses connections for the whole test run: a socket is bound to it but never listens,
+    /// so no other test can take the port (a port merely bound and released could be reused by a parallel test).
+    /// </summary>
     private static int ClosedPort()
     {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        HeldSockets.Add(socket);
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
+
+    private static readonly ConcurrentBag<Socket> HeldSockets = [];
 
     private static async Task WaitUntil(Func<bool> condition, string what)
     {

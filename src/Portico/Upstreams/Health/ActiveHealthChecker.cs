@@ -259,15 +259,16 @@ public sealed partial class ActiveHealthChecker : IAsyncDisposable
             Log.Probe(_logger, settings.Upstream, settings.Authority, result.Text);
             if (!result.Succeeded && status.ConsecutiveFailures >= settings.UnhealthyThreshold && loop.State.IsHealthy)
             {
-                loop.State.SetHealthy(false);
-                loop.MarkedDown = true;
+                // Logged before the flip, so whoever sees the server down also finds the reason in the log.
                 Log.MarkedDown(_logger, settings.Upstream, settings.Authority, status.ConsecutiveFailures, result.Text);
+                loop.MarkedDown = true;
+                loop.State.SetHealthy(false);
             }
             else if (result.Succeeded && status.ConsecutiveSuccesses >= settings.HealthyThreshold && !loop.State.IsHealthy)
             {
-                loop.State.SetHealthy(true);
-                loop.MarkedDown = false;
                 Log.MarkedUp(_logger, settings.Upstream, settings.Authority, status.ConsecutiveSuccesses, result.Text);
+                loop.MarkedDown = false;
+                loop.State.SetHealthy(true);
             }
 
             return true;
