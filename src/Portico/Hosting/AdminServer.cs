@@ -119,6 +119,9 @@ internal static class AdminServer
                     w.WriteNumber("weight", server.Weight);
                     w.WriteBoolean("healthy", server.State.IsHealthy);
                     w.WriteBoolean("draining", server.State.IsDraining);
+                    w.WriteBoolean("ejected", server.State.IsEjected);
+                    w.WriteBoolean("available", server.State.IsAvailable);
+                    w.WriteString("circuit_breaker", server.State.Breaker is { } breaker ? breaker.State.ToString().ToLowerInvariant() : "off");
                     w.WriteNumber("in_flight", server.State.InFlight);
                     w.WriteEndObject();
                 }
@@ -145,7 +148,7 @@ internal static class AdminServer
                 .Append("</td><td>").Append(WebUtility.HtmlEncode(route.UpstreamName ?? "(respond)")).Append("</td><td>")
                 .Append(route.AuthRequired ? "required" : "-").Append("</td></tr>");
         }
-        html.Append("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>strategy</th><th>server</th><th>state</th><th>in flight</th></tr>");
+        html.Append("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>strategy</th><th>server</th><th>state</th><th>breaker</th><th>in flight</th></tr>");
         foreach (var upstream in snapshot.Upstreams.Values)
         {
             foreach (var server in upstream.Servers)
@@ -153,6 +156,7 @@ internal static class AdminServer
                 var ok = server.State.IsAvailable;
                 html.Append("<tr><td>").Append(WebUtility.HtmlEncode(upstream.Name)).Append("</td><td>").Append(upstream.Policy.Name)
                     .Append("</td><td>").Append(WebUtility.HtmlEncode(server.Authority)).Append("</td><td class=\"").Append(ok ? "ok\">up" : "bad\">down")
+                    .Append("</td><td>").Append(server.State.Breaker is { } breaker ? breaker.State.ToString().ToLowerInvariant() : "off")
                     .Append("</td><td>").Append(server.State.InFlight).Append("</td></tr>");
             }
         }
