@@ -124,24 +124,29 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         {
             upstream.RetryBudget.RecordRequest();
         }
-        var policy = upstream.Policy;
-        var hashKey = policy.UsesHashKey ? KetamaRing.HashKey(session.ClientAddress) : 0UL;
-        var exclude = session.Peer?.Server;
-        // A half-open breaker admits only a few probes at once; when this server's are taken, try another.
-        for (var tries = 0; tries < 3; tries++)
+        var tiers = upstream.Tiers;
+        var hashKey = tiers[0].UsesHashKey ? KetamaRing.HashKey(session.ClientAddress) : 0UL;
+        var failed = session.Peer?.Server;
+        foreach (var policy in tiers)
         {
-            var server = policy.Select(hashKey, exclude);
-            if (server is null)
+            var exclude = failed;
+            // A half-open breaker admits only a few probes at once; when this server's are taken, try another.
+            for (var tries = 0; tries < 3; tries++)
             {
-                break;
+                var server = policy.Select(hashKey, exclude);
+                if (server is null || (server == failed && tiers.Length > 1 && !ReferenceEquals(policy, tiers[^1])))
+                {
+                    // Nothing here, or only the server that just failed: the next tier may do better.
+                    break;
+                }
+                var breaker = server.State.Breaker;
+                if (breaker is null || breaker.TryAcquire())
+                {
+                    ctx.Breaker = breaker;
+                    return ValueTask.FromResult<UpstreamPeer?>(ctx.Snapshot.PeerFor(upstream, server));
+                }
+                exclude = server;
             }
-            var breaker = server.State.Breaker;
-            if (breaker is null || breaker.TryAcquire())
-            {
-                ctx.Breaker = breaker;
-                return ValueTask.FromResult<UpstreamPeer?>(ctx.Snapshot.PeerFor(upstream, server));
-            }
-            exclude = server;
         }
         return ValueTask.FromResult<UpstreamPeer?>(null);
     }

@@ -87,6 +87,38 @@ public static class GatewayCompiler
         }
     }
 
+    /// <summary>Splits servers into local zone, other zones and backups, one balancer each (empty tiers dropped).</summary>
+    internal static LoadBalancingPolicy[] BuildTiers(string strategy, ServerModel[] servers, string? nodeZone)
+    {
+        var local = new List<ServerModel>();
+        var remote = new List<ServerModel>();
+        var backup = new List<ServerModel>();
+        foreach (var server in servers)
+        {
+            if (server.Backup)
+            {
+                backup.Add(server);
+            }
+            else if (nodeZone is null || server.Zone is null || string.Equals(server.Zone, nodeZone, StringComparison.Ordinal))
+            {
+                local.Add(server);
+            }
+            else
+            {
+                remote.Add(server);
+            }
+        }
+        var tiers = new List<LoadBalancingPolicy>(3);
+        foreach (var tier in (List<ServerModel>[])[local, remote, backup])
+        {
+            if (tier.Count > 0)
+            {
+                tiers.Add(LoadBalancingPolicyFactory.Create(strategy, [.. tier]));
+            }
+        }
+        return [.. tiers];
+    }
+
     private static UpstreamModel CompileUpstream(GatewayConfig config, UpstreamConfig u, UpstreamModel? old)
     {
         var protocol = u.Protocol switch
@@ -150,7 +182,7 @@ public static class GatewayCompiler
             Config = u,
             Protocol = protocol,
             Servers = servers,
-            Policy = LoadBalancingPolicyFactory.Create(u.LoadBalanceStrategy, servers),
+            Tiers = BuildTiers(u.LoadBalanceStrategy, servers, config.Server.Zone),
             ConnectTimeout = options.ConnectTimeout,
             ReadTimeout = TimeSpan.FromMilliseconds(u.ReadTimeoutMs),
             MaxRetries = u.MaxRetries,

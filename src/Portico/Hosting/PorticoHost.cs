@@ -323,18 +323,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Tls.Acme.Enabled, "tls.acme");
         Check(config.Tls.OcspStapling, "tls.ocsp_stapling");
         Check(config.Tls.HstsEnabled, "tls.hsts_enabled");
-        Check(config.Server.Zone is not null, "server.zone");
         Check(config.Server.WatchConfig, "server.watch_config (SIGHUP reloads)");
         Check(config.Admin.Token is not null, "admin.token");
-        var backups = false;
-        foreach (var upstream in config.Upstreams)
-        {
-            foreach (var server in upstream.Servers)
-            {
-                backups |= server.Backup || server.Zone is not null;
-            }
-        }
-        Check(backups, "server zone/backup failover");
         foreach (var name in unserved)
         {
             Log.NotYet(_logger, name);

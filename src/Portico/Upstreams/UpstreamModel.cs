@@ -18,7 +18,14 @@ public sealed class UpstreamModel
     public required UpstreamConfig Config { get; init; }
     public required UpstreamProtocol Protocol { get; init; }
     public required ServerModel[] Servers { get; init; }
-    public required LoadBalancingPolicy Policy { get; init; }
+    /// <summary>The balancer over the preferred tier (the first of <see cref="Tiers"/>); its Name is the strategy.</summary>
+    public LoadBalancingPolicy Policy => Tiers[0];
+    /// <summary>
+    /// Balancers by preference: servers of this node's zone (server.zone; servers without a zone count as local),
+    /// then other zones, then backup servers. A request goes to the first tier with an available server, so
+    /// traffic fails over when a tier is down and moves back when it recovers. Empty tiers are left out.
+    /// </summary>
+    public required LoadBalancingPolicy[] Tiers { get; init; }
     public required TimeSpan ConnectTimeout { get; init; }
     public required TimeSpan ReadTimeout { get; init; }
     public int MaxRetries { get; init; }
