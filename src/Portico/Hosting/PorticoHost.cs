@@ -325,6 +325,16 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Tls.HstsEnabled, "tls.hsts_enabled");
         Check(config.Server.WatchConfig, "server.watch_config (SIGHUP reloads)");
         Check(config.Admin.Token is not null, "admin.token");
+        Check(config.Logging.OtlpEndpoint is not null || config.Monitoring.Tracing.OtlpEndpoint is not null, "OTLP export (otlp_endpoint)");
+        var sni = false;
+        foreach (var upstream in config.Upstreams)
+        {
+            foreach (var server in upstream.Servers)
+            {
+                sni |= server.Sni is not null;
+            }
+        }
+        Check(sni, "upstream server sni (the request's Host is sent as SNI)");
         foreach (var name in unserved)
         {
             Log.NotYet(_logger, name);
