@@ -1,9 +1,6 @@
-using System.Net;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Portico.Config;
 using Portico.Gateway;
-using Portico.Proxy;
 
 namespace Portico.Tests.Gateway;
 
@@ -19,13 +16,7 @@ public sealed class GatewayAppTests
 
     private static async Task<string> SelectFor(GatewayApp app, string clientIp)
     {
-        var http = new DefaultHttpContext();
-        http.Connection.RemoteIpAddress = IPAddress.Parse(clientIp);
-        http.Request.Path = "/";
-        http.Request.Method = "GET";
-        var session = new ProxySession(http, "id");
-        var ctx = app.NewContext(session);
-        Assert.False(await app.RequestFilterAsync(session, ctx));
+        var (session, ctx) = await GatewayTestSession.StartAsync(app, clientIp);
         var peer = await app.SelectUpstreamAsync(session, ctx);
         return peer!.Server.Authority;
     }

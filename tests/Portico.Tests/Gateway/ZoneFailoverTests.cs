@@ -1,9 +1,6 @@
-using System.Net;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Portico.Config;
 using Portico.Gateway;
-using Portico.Proxy;
 
 namespace Portico.Tests.Gateway;
 
@@ -31,13 +28,7 @@ public sealed class ZoneFailoverTests
 
     private static async Task<string?> Pick(GatewayApp app)
     {
-        var http = new DefaultHttpContext();
-        http.Connection.RemoteIpAddress = IPAddress.Loopback;
-        http.Request.Method = "GET";
-        http.Request.Path = "/";
-        var session = new ProxySession(http, "id");
-        var ctx = app.NewContext(session);
-        await app.RequestFilterAsync(session, ctx);
+        var (session, ctx) = await GatewayTestSession.StartAsync(app);
         return (await app.SelectUpstreamAsync(session, ctx))?.Server.Host;
     }
 
@@ -97,13 +88,7 @@ public sealed class ZoneFailoverTests
     {
         var (app, snapshot) = Build();
         snapshot.Upstreams["u"].Servers[1].State.SetHealthy(false);
-        var http = new DefaultHttpContext();
-        http.Connection.RemoteIpAddress = IPAddress.Loopback;
-        http.Request.Method = "GET";
-        http.Request.Path = "/";
-        var session = new ProxySession(http, "id");
-        var ctx = app.NewContext(session);
-        await app.RequestFilterAsync(session, ctx);
+        var (session, ctx) = await GatewayTestSession.StartAsync(app);
         var first = await app.SelectUpstreamAsync(session, ctx);
         Assert.Equal("10.0.0.1", first!.Server.Host);
         session.Peer = first; // the attempt on the only local server failed
