@@ -98,8 +98,47 @@ public sealed partial class PorticoHost : IAsyncDisposable
         }
         _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSignal));
         _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStopSignal));
+        if (config.Server.WatchConfig)
+        {
+            WatchConfigFile();
+        }
         Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off");
     }
+
+    /// <summary>
+    /// server.watch_config: reload when the file changes. Editors save in bursts (truncate, write, rename), so
+    /// changes are debounced by 500 ms and the reload reads the file once it has settled. The directory is watched,
+    /// not the file, so a save by rename (vim, kubectl's ConfigMap symlink swap) is seen too.
+    /// </summary>
+    private void WatchConfigFile()
+    {
+        var full = Path.GetFullPath(_configPath);
+        var watcher = new FileSystemWatcher(Path.GetDirectoryName(full)!, Path.GetFileName(full))
+        {
+            NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+        };
+        var pending = 0;
+        void OnChange(object? sender, FileSystemEventArgs e)
+        {
+            if (Interlocked.Exchange(ref pending, 1) == 1)
+            {
+                return;
+            }
+            _ = Task.Run(async () =>
+            {
+                await Task.Delay(500);
+                Volatile.Write(ref pending, 0);
+                await ReloadAsync();
+            });
+        }
+        watcher.Changed += OnChange;
+        watcher.Created += OnChange;
+        watcher.Renamed += (sender, e) => OnChange(sender, e);
+        watcher.EnableRaisingEvents = true;
+        _watcher = watcher;
+    }
+
+    private FileSystemWatcher? _watcher;
 
     private void OnStopSignal(PosixSignalContext context)
     {
@@ -323,7 +362,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Tls.Acme.Enabled, "tls.acme");
         Check(config.Tls.OcspStapling, "tls.ocsp_stapling");
         Check(config.Tls.HstsEnabled, "tls.hsts_enabled");
-        Check(config.Server.WatchConfig, "server.watch_config (SIGHUP reloads)");
         Check(config.Admin.Token is not null, "admin.token");
         Check(config.Logging.OtlpEndpoint is not null || config.Monitoring.Tracing.OtlpEndpoint is not null, "OTLP export (otlp_endpoint)");
         var sni = false;
@@ -355,6 +393,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _watcher?.Dispose();
         await _healthChecker.DisposeAsync();
         foreach (var signal in _signals)
         {
