@@ -75,6 +75,18 @@ public sealed partial class PorticoHost : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         var config = _app.Snapshot.Config;
+        // Signals first: once a port accepts connections, an operator (or a test) may send SIGHUP, whose default
+        // action would end the process.
+        if (!OperatingSystem.IsWindows())
+        {
+            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true;
+                _ = ReloadAsync();
+            }));
+        }
+        _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSignal));
+        _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStopSignal));
         var dataPlane = BuildDataPlane(config);
         _servers.Add(dataPlane);
         if (config.Admin.Enabled)
@@ -88,16 +100,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Addresses = [.. dataPlane.Urls];
         _healthChecker.Apply(_app.Snapshot);
         WarnAboutUnservedFeatures(config);
-        if (!OperatingSystem.IsWindows())
-        {
-            _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
-            {
-                context.Cancel = true;
-                _ = ReloadAsync();
-            }));
-        }
-        _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSignal));
-        _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStopSignal));
         if (config.Server.WatchConfig)
         {
             WatchConfigFile();

@@ -63,7 +63,9 @@ public sealed class ReloadTests
         await using var a = await TestUpstream.StartAsync(c => c.Response.WriteAsync("A"));
         await using var b = await TestUpstream.StartAsync(c => c.Response.WriteAsync("B"));
         var port = Ports.GetFree();
-        await using var gateway = await GatewayProcess.StartAsync(Config(port, a.Port), port);
+        // Access log off: thousands of lines would only slow the log polling; reload lines stay visible.
+        await using var gateway = await GatewayProcess.StartAsync(Config(port, a.Port), port,
+            new Dictionary<string, string> { ["PORTICO_LOG"] = "info,Portico.AccessLog=warn" });
         using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
         var url = $"http://127.0.0.1:{port}/";
         using var stop = new CancellationTokenSource();
