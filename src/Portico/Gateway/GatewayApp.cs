@@ -120,8 +120,9 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         {
             return ValueTask.FromResult<UpstreamPeer?>(null);
         }
-        if (session.Attempts == 0)
+        if (session.Attempts == 0 && upstream.MaxRetries > 0)
         {
+            // Only upstreams that can retry spend a clock read and an atomic per request on the budget.
             upstream.RetryBudget.RecordRequest();
         }
         var tiers = upstream.Tiers;
