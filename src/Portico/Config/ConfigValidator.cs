@@ -282,6 +282,10 @@ internal sealed class ConfigValidator
             AtLeast(path + ".connect_timeout_ms", upstream.ConnectTimeoutMs, 1);
             AtLeast(path + ".read_timeout_ms", upstream.ReadTimeoutMs, 1);
             AtLeast(path + ".max_retries", upstream.MaxRetries, 0);
+            for (var k = 0; k < upstream.RetryOnStatus.Count; k++)
+            {
+                InRange($"{path}.retry_on_status[{k}]", upstream.RetryOnStatus[k], 400, 599, "an HTTP error status 400..599");
+            }
             if (upstream.HealthCheckIntervalSecs is { } interval)
             {
                 AtLeast(path + ".health_check_interval_secs", interval, 1);

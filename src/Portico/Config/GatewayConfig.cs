@@ -202,6 +202,11 @@ public sealed record UpstreamConfig
     /// <summary>Time to wait for the upstream's response headers and between body reads. Defaults to 60 s, as nginx proxy_read_timeout.</summary>
     public int ReadTimeoutMs { get; init; } = 60000;
     public int MaxRetries { get; init; } = 1;
+    /// <summary>
+    /// Upstream statuses that count as a failed attempt to retry on another server (e.g. [502, 503, 504]), for
+    /// idempotent requests (or a route marked idempotent) whose body was not streamed. Empty = never (the default).
+    /// </summary>
+    public IReadOnlyList<int> RetryOnStatus { get; init; } = [];
     public HealthCheckConfig? HealthCheck { get; init; }
     public CircuitBreakerConfig? CircuitBreaker { get; init; }
     /// <summary>Seed 002: health check interval shorthand.</summary>
@@ -268,6 +273,11 @@ public sealed record RouteConfig
     public RespondConfig? Respond { get; init; }
     /// <summary>Overrides the upstream's read_timeout_ms for this route.</summary>
     public int? TimeoutMs { get; init; }
+    /// <summary>
+    /// Requests on this route may be retried whatever their method (e.g. a POST search endpoint). Without it only
+    /// GET, HEAD, OPTIONS, TRACE, PUT and DELETE are retried after a reset or a retry_on_status answer.
+    /// </summary>
+    public bool Idempotent { get; init; }
 }
 
 public sealed record RespondConfig

@@ -161,15 +161,52 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         return SpendRetryBudget(session, error, ctx);
     }
 
+    /// <summary>
+    /// retry_on_status: an answer with a listed status goes to another server when the request may be replayed
+    /// (idempotent method or route, no body byte streamed), retries are left and the retry budget allows.
+    /// </summary>
+    public override bool ShouldRetryResponse(ProxySession session, HttpResponseMessage upstreamResponse, GatewayContext ctx)
+    {
+        var upstream = ctx.Upstream;
+        if (upstream?.RetryOnStatus is not { } statuses)
+        {
+            return false;
+        }
+        var status = session.UpstreamStatus;
+        if (status >= statuses.Length || status < 0 || !statuses[status] || session.Attempts > upstream.MaxRetries
+            || session.RequestBodyStarted || !(IsIdempotent(session.Request.Method) || ctx.Route is { Idempotent: true }))
+        {
+            return false;
+        }
+        return upstream.RetryBudget.TryAcquireRetry();
+    }
+
     public override ProxyError ErrorWhileProxy(ProxySession session, UpstreamPeer peer, ProxyError error, GatewayContext ctx)
     {
+        if (error.Kind == ProxyErrorKind.UpstreamRetryStatus)
+        {
+            // ShouldRetryResponse already spent the budget. A 5xx counts against the server as it would have had it
+            // been delivered; a 429 or 409 says nothing about the server's health.
+            if (session.UpstreamStatus >= 500)
+            {
+                ReportFailure(peer, ctx, "status " + session.UpstreamStatus);
+            }
+            else
+            {
+                peer.Server.State.ReportSuccess();
+                ctx.Breaker?.OnSuccess();
+                ctx.Breaker = null;
+            }
+            return error;
+        }
         if (error.Source == ProxyErrorSource.Upstream)
         {
             ReportFailure(peer, ctx, error.Code);
             // A reset before any answer may be retried when the method is idempotent (RFC 9110 §9.2.2) and no body
             // byte was sent: the upstream may or may not have acted, and for these methods that is harmless. Timeouts
             // are not retried: the work may still be running, and waiting twice doubles the client's wait.
-            if (error.Kind == ProxyErrorKind.UpstreamProtocolError && IsIdempotent(session.Request.Method) && !session.RequestBodyStarted)
+            if (error.Kind == ProxyErrorKind.UpstreamProtocolError && !session.RequestBodyStarted
+                && (IsIdempotent(session.Request.Method) || ctx.Route is { Idempotent: true }))
             {
                 error.Retryable = true;
             }

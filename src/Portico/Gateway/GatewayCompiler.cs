@@ -58,6 +58,7 @@ public static class GatewayCompiler
                 StripPrefix = r.StripPrefix,
                 Respond = r.Respond,
                 Timeout = r.TimeoutMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null,
+                Idempotent = r.Idempotent,
                 Order = i,
             };
             if (r.Upstream is not null)
@@ -88,6 +89,20 @@ public static class GatewayCompiler
     }
 
     /// <summary>Splits servers into local zone, other zones and backups, one balancer each (empty tiers dropped).</summary>
+    private static bool[]? BuildStatusSet(IReadOnlyList<int> statuses)
+    {
+        if (statuses.Count == 0)
+        {
+            return null;
+        }
+        var set = new bool[600];
+        foreach (var status in statuses)
+        {
+            set[status] = true;
+        }
+        return set;
+    }
+
     internal static LoadBalancingPolicy[] BuildTiers(string strategy, ServerModel[] servers, string? nodeZone)
     {
         var local = new List<ServerModel>();
@@ -186,6 +201,7 @@ public static class GatewayCompiler
             ConnectTimeout = options.ConnectTimeout,
             ReadTimeout = TimeSpan.FromMilliseconds(u.ReadTimeoutMs),
             MaxRetries = u.MaxRetries,
+            RetryOnStatus = BuildStatusSet(u.RetryOnStatus),
             PassiveMaxFails = (u.HealthCheck ?? config.HealthCheck)?.UnhealthyThreshold ?? 3,
             RetryBudget = old?.RetryBudget ?? new RetryBudget(new RetryBudgetOptions(), TimeProvider.System),
             Client = client,

@@ -105,8 +105,13 @@ internal sealed class HttpForwarder
         using (response)
         {
             // :: Step 5
-            var downstream = httpContext.Response;
             var switching = response.StatusCode == HttpStatusCode.SwitchingProtocols && session.IsUpgrade;
+            if (!switching && app.ShouldRetryResponse(session, response, ctx))
+            {
+                return new ProxyError(ProxyErrorKind.UpstreamRetryStatus, ProxyErrorSource.Upstream, true,
+                    $"upstream answered {session.UpstreamStatus}; retrying on another server");
+            }
+            var downstream = httpContext.Response;
             downstream.StatusCode = switching && isExtendedConnect ? StatusCodes.Status200OK : (int)response.StatusCode;
             CopyResponseHeaders(response, downstream.Headers, switching, isExtendedConnect);
             downstream.Headers["X-Request-ID"] = session.RequestId;

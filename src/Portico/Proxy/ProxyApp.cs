@@ -49,6 +49,15 @@ public abstract class ProxyApp<TContext>
     public virtual ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, TContext ctx) => ValueTask.CompletedTask;
 
     /// <summary>
+    /// Called when the upstream's response headers arrive, before anything goes to the client: return true to
+    /// discard this answer and try another server (e.g. a 503 from a server that is restarting). The runner then
+    /// calls <see cref="ErrorWhileProxy"/> with a retryable <see cref="ProxyErrorKind.UpstreamRetryStatus"/> error.
+    /// Return true only when a retry will really happen (retries left, body not streamed): a false answer is sent
+    /// to the client as it is. Not called for upgrades. Default: false.
+    /// </summary>
+    public virtual bool ShouldRetryResponse(ProxySession session, HttpResponseMessage upstreamResponse, TContext ctx) => false;
+
+    /// <summary>
     /// Called when connecting to <paramref name="peer"/> failed. Nothing was sent, so the error is retryable by
     /// default; return it (possibly with <see cref="ProxyError.Retryable"/> changed) to decide. The runner retries
     /// while the app's retry limit allows.

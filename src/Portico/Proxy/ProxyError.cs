@@ -17,6 +17,11 @@ public enum ProxyErrorKind
     UpstreamTimeout,
     /// <summary>The upstream closed or reset the connection, or sent an invalid response.</summary>
     UpstreamProtocolError,
+    /// <summary>
+    /// The upstream answered with a status the app retries on (<see cref="ProxyApp{TContext}.ShouldRetryResponse"/>);
+    /// the answer was discarded and the request goes to another server.
+    /// </summary>
+    UpstreamRetryStatus,
     /// <summary>The client went away or reset its stream; nothing can be sent back.</summary>
     DownstreamClosed,
     /// <summary>Reading the client's request body failed (too large, too slow, malformed).</summary>
@@ -64,7 +69,8 @@ public sealed class ProxyError
     /// <summary>The HTTP status for the client; 0 when no response can be sent (client gone).</summary>
     public int StatusCode => _status ?? Kind switch
     {
-        ProxyErrorKind.ConnectRefused or ProxyErrorKind.TlsHandshakeFailed or ProxyErrorKind.UpstreamProtocolError => 502,
+        ProxyErrorKind.ConnectRefused or ProxyErrorKind.TlsHandshakeFailed or ProxyErrorKind.UpstreamProtocolError
+            or ProxyErrorKind.UpstreamRetryStatus => 502,
         ProxyErrorKind.ConnectTimeout or ProxyErrorKind.UpstreamTimeout => 504,
         ProxyErrorKind.NoHealthyServer => 503,
         ProxyErrorKind.NoRoute => 404,
@@ -87,6 +93,7 @@ public sealed class ProxyError
         ProxyErrorKind.NoRoute => "no_route",
         ProxyErrorKind.UpstreamTimeout => "upstream_timeout",
         ProxyErrorKind.UpstreamProtocolError => "upstream_error",
+        ProxyErrorKind.UpstreamRetryStatus => "upstream_retry_status",
         ProxyErrorKind.DownstreamClosed => "client_closed",
         ProxyErrorKind.RequestBodyError => "bad_request_body",
         ProxyErrorKind.Rejected => "rejected",

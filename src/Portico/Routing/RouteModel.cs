@@ -21,6 +21,8 @@ public sealed class RouteModel
     public RespondConfig? Respond { get; init; }
     /// <summary>Overrides the upstream read timeout; null = the upstream's.</summary>
     public TimeSpan? Timeout { get; init; }
+    /// <summary>Requests may be retried whatever their method (route `idempotent: true`).</summary>
+    public bool Idempotent { get; init; }
     /// <summary>Position in the config's route list (ties are broken by it).</summary>
     public int Order { get; init; }
     /// <summary>The runtime upstream this route forwards to; set when the snapshot is compiled.</summary>

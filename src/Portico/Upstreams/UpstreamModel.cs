@@ -29,6 +29,11 @@ public sealed class UpstreamModel
     public required TimeSpan ConnectTimeout { get; init; }
     public required TimeSpan ReadTimeout { get; init; }
     public int MaxRetries { get; init; }
+    /// <summary>
+    /// retry_on_status as a lookup by status (index = status code, 100..599); null when no status is retried, so the
+    /// common case costs one null check per response.
+    /// </summary>
+    public bool[]? RetryOnStatus { get; init; }
     /// <summary>Failures in a row on live traffic that eject a server (the effective health check's unhealthy_threshold).</summary>
     public int PassiveMaxFails { get; init; } = 3;
     /// <summary>Caps retries at about 20 % of requests (plus 10/s), so retries cannot multiply an overload.</summary>

@@ -262,6 +262,22 @@ public sealed class ConfigValidatorTests
     }
 
     [Fact]
+    public void Validate_RetryOnStatusNotAnErrorStatus_ReportsTheEntry()
+    {
+        const string Yaml = """
+            upstreams:
+              - name: a
+                retry_on_status: [503, 200]
+                servers: ["10.0.0.1:80"]
+            """;
+
+        var result = Load(Yaml);
+
+        AssertError(result, "upstreams[0].retry_on_status[1]", 3, "expected an HTTP error status 400..599");
+        Assert.Single(result.Errors);
+    }
+
+    [Fact]
     public void Validate_UpstreamWithoutServers_ReportsServers()
     {
         const string Yaml = """
