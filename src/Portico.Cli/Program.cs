@@ -15,11 +15,16 @@ internal static class Program
     {
         var configArgument = new Argument<string?>("CONFIG") { Description = "Path to the YAML config (default: config/default.yaml)", Arity = ArgumentArity.ZeroOrOne };
         var configOption = new Option<string?>("--config", "-c") { Description = "Path to the YAML config" };
+        var upgradeOption = new Option<bool>("--upgrade")
+        {
+            Description = "Take over the listening sockets of the portico already running on this config (zero-downtime upgrade); it then drains and exits",
+        };
         var root = new RootCommand("Portico: a reverse proxy and API gateway");
         root.Arguments.Add(configArgument);
         root.Options.Add(configOption);
+        root.Options.Add(upgradeOption);
         root.SetAction((parse, cancellationToken) =>
-            RunAsync(parse.GetValue(configOption) ?? parse.GetValue(configArgument) ?? DefaultConfig));
+            RunAsync(parse.GetValue(configOption) ?? parse.GetValue(configArgument) ?? DefaultConfig, parse.GetValue(upgradeOption), args));
 
         var validateArgument = new Argument<string>("CONFIG") { Description = "Path to the YAML config" };
         var validate = new Command("validate", "Check a config file; prints every error with its line and key path");
@@ -71,12 +76,12 @@ internal static class Program
         return 0;
     }
 
-    private static async Task<int> RunAsync(string path)
+    private static async Task<int> RunAsync(string path, bool upgrade, string[] args)
     {
         PorticoHost? host;
         try
         {
-            host = PorticoHost.Create(path, Console.Error);
+            host = PorticoHost.Create(path, Console.Error, upgrade, UpgradeCommand(args));
         }
         catch (Exception ex)
         {
@@ -102,6 +107,26 @@ internal static class Program
             await host.StopAsync();
         }
         return 0;
+    }
+
+    /// <summary>
+    /// How SIGUSR2 starts the new binary: the same executable path (now holding the new version) and arguments. Under
+    /// `dotnet portico.dll` that is the dotnet host plus the entry assembly.
+    /// </summary>
+    private static (string FileName, IReadOnlyList<string> Arguments)? UpgradeCommand(string[] args)
+    {
+        var processPath = Environment.ProcessPath;
+        if (processPath is null)
+        {
+            return null;
+        }
+        var arguments = new List<string>();
+        if (Path.GetFileNameWithoutExtension(processPath) == "dotnet")
+        {
+            arguments.Add(typeof(Program).Assembly.Location);
+        }
+        arguments.AddRange(args);
+        return (processPath, arguments);
     }
 
     private static async Task<int> EchoAsync(string[] listen, string name, CancellationToken cancellationToken)

@@ -54,6 +54,11 @@ public sealed record ServerConfig
     public int IdleTimeoutSeconds { get; init; } = 75;
     /// <summary>Global cap on open downstream connections; 0 = unlimited.</summary>
     public int MaxConnections { get; init; }
+    /// <summary>
+    /// Unix socket through which a new process (`portico --upgrade`, or SIGUSR2) takes over the listening sockets.
+    /// Default: $RUNTIME_DIRECTORY or /tmp, "portico-PORT.sock" (PORT = the main listener's). "off" disables it.
+    /// </summary>
+    public string? UpgradeSocket { get; init; }
 }
 
 /// <summary>One extra listener: `address: "127.0.0.1:8081"`, optionally `tls: true` (uses the tls: certificate).</summary>

@@ -7,7 +7,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Portico.Config;
 using Portico.Gateway;
 
 namespace Portico.Hosting;
@@ -19,20 +18,21 @@ namespace Portico.Hosting;
 /// </summary>
 internal static class AdminServer
 {
-    public static WebApplication Build(GatewayConfig config, GatewayApp app, ILoggerFactory loggerFactory)
+    public static WebApplication Build(IPEndPoint endpoint, GatewayApp app, ILoggerFactory loggerFactory, ListenSockets? sockets)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
         builder.Services.AddSingleton<IHostLifetime, NoLifetime>();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
         builder.WebHost.UseKestrelCore();
+        if (sockets is not null)
+        {
+            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
+        }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            if (!ListenAddress.TryParseHost(config.Admin.ListenAddress, out var ip))
-            {
-                ip = IPAddress.Loopback;
-            }
-            kestrel.Listen(ip, config.Admin.ListenPort);
+            kestrel.Listen(endpoint);
         });
         var web = builder.Build();
         web.Run(context => HandleAsync(context, app));

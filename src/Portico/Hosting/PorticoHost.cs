@@ -20,15 +20,23 @@ namespace Portico.Hosting;
 /// </summary>
 public sealed partial class PorticoHost : IAsyncDisposable
 {
+    private const int SigUsr2 = 12;
+
     private readonly string _configPath;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly GatewayApp _app;
-    private readonly List<WebApplication> _servers = [];
+    private readonly ProxyService<GatewayContext> _service;
+    private readonly ListenSockets _sockets = new();
+    private readonly Dictionary<ListenerSpec, WebApplication> _listeners = [];
+    private readonly List<Task> _retiring = [];
+    private readonly CancellationTokenSource _hardStop = new();
     private readonly TaskCompletionSource _stopRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly SemaphoreSlim _reloadLock = new(1, 1);
     private readonly List<PosixSignalRegistration> _signals = [];
     private readonly Upstreams.Health.ActiveHealthChecker _healthChecker;
+    private UpgradeHandoff? _handoff;
+    private int _upgradeChildPid;
 
     private PorticoHost(string configPath, GatewaySnapshot snapshot, ILoggerFactory loggerFactory)
     {
@@ -36,6 +44,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger("Portico");
         _app = new GatewayApp(snapshot, loggerFactory);
+        _service = new ProxyService<GatewayContext>(_app, loggerFactory.CreateLogger("Portico.Proxy"));
         _healthChecker = new Upstreams.Health.ActiveHealthChecker(loggerFactory, TimeProvider.System);
     }
 
@@ -49,10 +58,23 @@ public sealed partial class PorticoHost : IAsyncDisposable
     public IReadOnlyList<string> Addresses { get; private set; } = [];
 
     /// <summary>
+    /// Take over the listening sockets of the process already serving this config (zero-downtime upgrade, the
+    /// `--upgrade` flag) instead of binding them.
+    /// </summary>
+    public bool TakeOver { get; init; }
+
+    /// <summary>
+    /// How to start a new copy of this process (the executable and its arguments) for SIGUSR2: the copy takes over
+    /// with <see cref="TakeOver"/>, from the binary now on disk. Null disables SIGUSR2.
+    /// </summary>
+    public (string FileName, IReadOnlyList<string> Arguments)? UpgradeCommand { get; init; }
+
+    /// <summary>
     /// Loads <paramref name="configPath"/> and creates the host; returns null and writes the errors to
     /// <paramref name="errorOutput"/> when the config is invalid.
     /// </summary>
-    public static PorticoHost? Create(string configPath, TextWriter errorOutput)
+    public static PorticoHost? Create(string configPath, TextWriter errorOutput, bool takeOver = false,
+        (string FileName, IReadOnlyList<string> Arguments)? upgradeCommand = null)
     {
         var result = ConfigLoader.LoadFile(configPath);
         if (!result.IsValid)
@@ -68,7 +90,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             Log.ConfigWarning(logger, warning.ToString());
         }
         var snapshot = GatewayCompiler.Compile(config);
-        return new PorticoHost(configPath, snapshot, loggerFactory);
+        return new PorticoHost(configPath, snapshot, loggerFactory) { TakeOver = takeOver, UpgradeCommand = upgradeCommand };
     }
 
     /// <summary>Starts every listener. Throws when a port cannot be bound or a certificate cannot be loaded.</summary>
@@ -84,27 +106,399 @@ public sealed partial class PorticoHost : IAsyncDisposable
                 context.Cancel = true;
                 _ = ReloadAsync();
             }));
+            if (OperatingSystem.IsLinux())
+            {
+                _signals.Add(PosixSignalRegistration.Create((PosixSignal)SigUsr2, context =>
+                {
+                    context.Cancel = true;
+                    StartUpgradeProcess();
+                }));
+            }
         }
         _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnStopSignal));
         _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, OnStopSignal));
-        var dataPlane = BuildDataPlane(config);
-        _servers.Add(dataPlane);
-        if (config.Admin.Enabled)
+
+        var handoffPath = UpgradeSocketPath(config);
+        UpgradeHandoff.Takeover? takeover = null;
+        if (handoffPath is not null)
         {
-            _servers.Add(AdminServer.Build(config, _app, _loggerFactory));
+            var running = UpgradeHandoff.ProbeRunning(handoffPath);
+            if (running is { } pid && !TakeOver)
+            {
+                throw new InvalidOperationException(
+                    $"another portico (pid {pid}) is serving this config (upgrade socket {handoffPath}); start with --upgrade to take over its listeners without dropping a connection, or stop it first");
+            }
+            if (running is not null)
+            {
+                takeover = UpgradeHandoff.Receive(handoffPath, _sockets, TimeSpan.FromSeconds(10));
+                Log.Adopted(_logger, takeover.Keys.Count, takeover.OldPid, string.Join(", ", takeover.Keys));
+            }
+            else if (TakeOver)
+            {
+                Log.NothingToTakeOver(_logger, handoffPath);
+            }
         }
-        foreach (var server in _servers)
+        else if (TakeOver)
         {
-            await server.StartAsync(cancellationToken);
+            throw new InvalidOperationException("--upgrade needs server.upgrade_socket (it is off, or this platform cannot pass sockets)");
         }
-        Addresses = [.. dataPlane.Urls];
+
+        try
+        {
+            await ApplyListenersAsync(config, initial: true);
+        }
+        catch
+        {
+            takeover?.Dispose();
+            throw;
+        }
+        if (takeover is not null)
+        {
+            using (takeover)
+            {
+                if (!takeover.Confirm(TimeSpan.FromSeconds(10)))
+                {
+                    Log.OldProcessSilent(_logger, takeover.OldPid);
+                }
+            }
+        }
+        if (handoffPath is not null)
+        {
+            _handoff = UpgradeHandoff.Listen(handoffPath, _sockets, OnTakenOverAsync, _logger);
+        }
         _healthChecker.Apply(_app.Snapshot);
         WarnAboutUnservedFeatures(config);
         if (config.Server.WatchConfig)
         {
             WatchConfigFile();
         }
-        Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off");
+        Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off",
+            handoffPath ?? "off");
+        SystemdNotify.Notify($"READY=1\nMAINPID={Environment.ProcessId}\nSTATUS=serving on {string.Join(", ", Addresses)}");
+    }
+
+    /// <summary>server.upgrade_socket, or its default: $RUNTIME_DIRECTORY (systemd) or /tmp, "portico-PORT.sock".</summary>
+    internal static string? UpgradeSocketPath(GatewayConfig config)
+    {
+        var configured = config.Server.UpgradeSocket;
+        if (!UnixNative.IsSupported || configured is "off" or "")
+        {
+            return null;
+        }
+        if (configured is not null)
+        {
+            return configured;
+        }
+        var directory = Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY")?.Split(':')[0];
+        if (string.IsNullOrEmpty(directory))
+        {
+            directory = "/tmp";
+        }
+        var port = MainEndpoints(config).FirstOrDefault()?.Port ?? config.Server.ListenPort;
+        return Path.Combine(directory, $"portico-{port}.sock");
+    }
+
+    /// <summary>The old process's side of an upgrade: a new process accepts on the sockets; drain and exit.</summary>
+    private Task OnTakenOverAsync(int newPid)
+    {
+        Log.Draining(_logger, newPid);
+        _stopRequested.TrySetResult();
+        return Task.CompletedTask;
+    }
+
+    /// <summary>SIGUSR2: start the binary now on disk with --upgrade; it takes over and this process drains.</summary>
+    private void StartUpgradeProcess()
+    {
+        if (UpgradeCommand is not { } command || _handoff is null)
+        {
+            Log.UpgradeUnavailable(_logger);
+            return;
+        }
+        if (_upgradeChildPid != 0)
+        {
+            try
+            {
+                using var previous = System.Diagnostics.Process.GetProcessById(_upgradeChildPid);
+                if (!previous.HasExited)
+                {
+                    Log.UpgradeInProgress(_logger, _upgradeChildPid);
+                    return;
+                }
+            }
+            catch (ArgumentException)
+            {
+                // Gone.
+            }
+        }
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo(command.FileName) { UseShellExecute = false };
+            foreach (var argument in command.Arguments)
+            {
+                psi.ArgumentList.Add(argument);
+            }
+            if (!psi.ArgumentList.Contains("--upgrade"))
+            {
+                psi.ArgumentList.Add("--upgrade");
+            }
+            using var child = System.Diagnostics.Process.Start(psi)!;
+            _upgradeChildPid = child.Id;
+            Log.UpgradeStarted(_logger, child.Id, command.FileName);
+        }
+        catch (Exception ex)
+        {
+            Log.UpgradeStartFailed(_logger, ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// Makes the running listeners match <paramref name="config"/>: starts a server for each new or changed
+    /// listener (on the existing socket when the address is unchanged), then retires the servers no longer wanted
+    /// (they stop accepting and finish their connections, WebSockets included) and closes sockets no listener uses.
+    /// At start-up a failure throws; on reload it undoes what it started and returns false.
+    /// </summary>
+    private async Task<bool> ApplyListenersAsync(GatewayConfig config, bool initial)
+    {
+        List<ListenerSpec> desired;
+        try
+        {
+            desired = ListenerSpecs(config);
+        }
+        catch (Exception ex) when (!initial)
+        {
+            Log.ListenersRejected(_logger, ex.Message);
+            return false;
+        }
+        var started = new List<(ListenerSpec Spec, WebApplication App)>();
+        try
+        {
+            foreach (var spec in desired)
+            {
+                if (_listeners.ContainsKey(spec))
+                {
+                    continue;
+                }
+                var server = BuildServer(spec, config);
+                started.Add((spec, server));
+                await server.StartAsync();
+            }
+        }
+        catch (Exception ex)
+        {
+            foreach (var (_, server) in started)
+            {
+                using var now = new CancellationTokenSource(TimeSpan.Zero);
+                try
+                {
+                    await server.StopAsync(now.Token);
+                }
+                catch (Exception)
+                {
+                    // Never started; nothing to drain.
+                }
+                await server.DisposeAsync();
+            }
+            var keep = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var spec in _listeners.Keys)
+            {
+                keep.Add(spec.Key);
+            }
+            _sockets.CloseExcept(keep);
+            if (initial)
+            {
+                throw;
+            }
+            Log.ListenersRejected(_logger, ex.Message);
+            return false;
+        }
+        foreach (var (spec, server) in started)
+        {
+            _listeners[spec] = server;
+            if (!initial)
+            {
+                Log.ListenerStarted(_logger, spec.Description);
+            }
+        }
+        var wanted = new HashSet<ListenerSpec>(desired);
+        var wantedKeys = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var spec in desired)
+        {
+            wantedKeys.Add(spec.Key);
+        }
+        foreach (var spec in _listeners.Keys.ToList())
+        {
+            if (!wanted.Contains(spec))
+            {
+                var server = _listeners[spec];
+                _listeners.Remove(spec);
+                Log.ListenerRetired(_logger, spec.Description);
+                lock (_retiring)
+                {
+                    _retiring.Add(RetireAsync(server));
+                }
+            }
+        }
+        _sockets.CloseExcept(wantedKeys);
+        var addresses = new List<string>();
+        foreach (var spec in desired)
+        {
+            if (spec.Kind != ListenerKind.Admin)
+            {
+                addresses.Add((spec.Kind == ListenerKind.Https ? "https://" : "http://") + spec.Key);
+            }
+        }
+        Addresses = addresses;
+        return true;
+    }
+
+    /// <summary>
+    /// A retired server stops accepting at once and keeps its connections until they end by themselves (long
+    /// downloads, WebSockets), or until a shutdown's graceful timeout runs out.
+    /// </summary>
+    private async Task RetireAsync(WebApplication server)
+    {
+        try
+        {
+            await server.StopAsync(_hardStop.Token);
+        }
+        catch (Exception ex)
+        {
+            Log.RetireFailed(_logger, ex.Message);
+        }
+        await server.DisposeAsync();
+    }
+
+    /// <summary>What listeners <paramref name="config"/> asks for. Throws when a TLS certificate is missing.</summary>
+    private List<ListenerSpec> ListenerSpecs(GatewayConfig config)
+    {
+        var limits = ServerLimits.From(config.Server);
+        var specs = new List<ListenerSpec>();
+        foreach (var endpoint in MainEndpoints(config))
+        {
+            specs.Add(new ListenerSpec(ListenerKind.Http, ListenSockets.KeyOf(endpoint), endpoint, null, limits));
+        }
+        if (config.Tls.Enabled && TlsSpecFor(config) is { } tls)
+        {
+            foreach (var endpoint in TlsEndpoints(config))
+            {
+                specs.Add(new ListenerSpec(ListenerKind.Https, ListenSockets.KeyOf(endpoint), endpoint, tls, limits));
+            }
+        }
+        if (config.Admin.Enabled)
+        {
+            if (!ListenAddress.TryParseHost(config.Admin.ListenAddress, out var ip))
+            {
+                ip = IPAddress.Loopback;
+            }
+            var endpoint = new IPEndPoint(ip, config.Admin.ListenPort);
+            specs.Add(new ListenerSpec(ListenerKind.Admin, ListenSockets.KeyOf(endpoint), endpoint, null, null));
+        }
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var spec in specs)
+        {
+            if (!seen.Add(spec.Key))
+            {
+                throw new InvalidOperationException($"two listeners on {spec.Key}");
+            }
+        }
+        return specs;
+    }
+
+    private TlsSpec? TlsSpecFor(GatewayConfig config)
+    {
+        var tls = config.Tls;
+        var certPath = ResolvePath(tls.CertPath);
+        var keyPath = ResolvePath(tls.KeyPath);
+        if (certPath is null || keyPath is null || !File.Exists(certPath) || !File.Exists(keyPath))
+        {
+            if (tls.Acme.Enabled)
+            {
+                // ACME issuance is a later feature; until then an operator must supply the files.
+                Log.TlsSkipped(_logger, tls.CertPath ?? "(none)");
+                return null;
+            }
+            throw new InvalidOperationException($"tls.cert_path '{tls.CertPath}' or tls.key_path '{tls.KeyPath}' not found");
+        }
+        // The files' times are part of the spec: a reload after a certificate renewal restarts the TLS listeners
+        // on their sockets, with the new certificate, without dropping a connection.
+        return new TlsSpec(certPath, keyPath, File.GetLastWriteTimeUtc(certPath), File.GetLastWriteTimeUtc(keyPath), tls.Http2Enabled);
+    }
+
+    private static List<IPEndPoint> TlsEndpoints(GatewayConfig config)
+    {
+        var tls = config.Tls;
+        var address = tls.ListenAddress ?? config.Server.ListenAddress;
+        if (!ListenAddress.TryParseHost(address, out var ip))
+        {
+            ip = IPAddress.Any;
+        }
+        var endpoints = new List<IPEndPoint> { new(ip, tls.ListenPort) };
+        foreach (var listener in config.Server.Listeners)
+        {
+            if (listener.Tls && ListenAddress.TryParse(listener.Address, out var extra))
+            {
+                endpoints.Add(extra);
+            }
+        }
+        return endpoints;
+    }
+
+    private WebApplication BuildServer(ListenerSpec spec, GatewayConfig config)
+    {
+        var sockets = UnixNative.IsSupported ? _sockets : null;
+        if (spec.Kind == ListenerKind.Admin)
+        {
+            return AdminServer.Build(spec.Endpoint, _app, _loggerFactory, sockets);
+        }
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.Services.AddSingleton(_loggerFactory);
+        builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
+        // Stops are bounded by the tokens passed to StopAsync (graceful_timeout_seconds at shutdown; none for a
+        // server retired by a reload), not by the host's own timeout.
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
+        builder.WebHost.UseKestrelCore();
+        if (sockets is not null)
+        {
+            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
+        }
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            ApplyLimits(kestrel, spec.Limits!);
+            if (spec.Kind == ListenerKind.Http)
+            {
+                kestrel.Listen(spec.Endpoint, listen =>
+                {
+                    // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
+                    // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
+                    listen.Use(H2cPriorKnowledge.Middleware);
+                });
+            }
+            else
+            {
+                var tls = spec.Tls!;
+                var chain = new X509Certificate2Collection();
+                chain.ImportFromPemFile(tls.CertPath);
+                var leaf = X509Certificate2.CreateFromPemFile(tls.CertPath, tls.KeyPath);
+                var intermediates = new X509Certificate2Collection();
+                for (var i = 1; i < chain.Count; i++)
+                {
+                    intermediates.Add(chain[i]);
+                }
+                kestrel.Listen(spec.Endpoint, listen =>
+                {
+                    listen.Protocols = tls.Http2 ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
+                    listen.UseHttps(https =>
+                    {
+                        https.ServerCertificate = leaf;
+                        https.ServerCertificateChain = intermediates;
+                        https.SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13;
+                    });
+                });
+            }
+        });
+        var app = builder.Build();
+        app.Run(_service.InvokeAsync);
+        return app;
     }
 
     /// <summary>
@@ -149,7 +543,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         _stopRequested.TrySetResult();
     }
 
-    /// <summary>Completes when SIGTERM/SIGINT arrives or <see cref="RequestStop"/> is called.</summary>
+    /// <summary>Completes when SIGTERM/SIGINT arrives, a new process took over, or <see cref="RequestStop"/> is called.</summary>
     public Task WaitForStopSignalAsync() => _stopRequested.Task;
 
     public void RequestStop() => _stopRequested.TrySetResult();
@@ -160,25 +554,38 @@ public sealed partial class PorticoHost : IAsyncDisposable
     /// </summary>
     public async Task StopAsync()
     {
+        SystemdNotify.Notify("STOPPING=1");
+        _handoff?.Close();
         var config = _app.Snapshot.Config;
         var timeout = TimeSpan.FromSeconds(config.Server.GracefulShutdown ? config.Server.GracefulTimeoutSeconds : 0);
-        using var cts = new CancellationTokenSource(timeout);
+        _hardStop.CancelAfter(timeout);
         await _healthChecker.DisposeAsync();
         var stops = new List<Task>();
-        foreach (var server in _servers)
+        foreach (var server in _listeners.Values)
         {
-            stops.Add(server.StopAsync(cts.Token));
+            stops.Add(server.StopAsync(_hardStop.Token));
+        }
+        // Kestrel has closed its descriptors; closing ours ends the listening sockets (new connections are refused)
+        // unless a new process took them over, which keeps them open.
+        _sockets.Dispose();
+        lock (_retiring)
+        {
+            stops.AddRange(_retiring);
         }
         await Task.WhenAll(stops);
         Log.Stopped(_logger);
     }
 
-    /// <summary>Reloads the config file: validated beside the current one, swapped atomically, or rejected and logged.</summary>
+    /// <summary>
+    /// Reloads the config file: validated beside the current one, listeners brought in line, then swapped
+    /// atomically; or rejected and logged, with the old config still serving.
+    /// </summary>
     public async Task<bool> ReloadAsync()
     {
         await _reloadLock.WaitAsync();
         try
         {
+            SystemdNotify.Notify("RELOADING=1");
             var result = ConfigLoader.LoadFile(_configPath);
             if (!result.IsValid)
             {
@@ -187,6 +594,12 @@ public sealed partial class PorticoHost : IAsyncDisposable
             }
             var current = _app.Snapshot;
             var next = GatewayCompiler.Compile(result.Config!, current);
+            if (!await ApplyListenersAsync(next.Config, initial: false))
+            {
+                GatewayCompiler.DisposeUnused(next, current);
+                Log.ReloadRejected(_logger, _configPath, "the listeners could not be started (see above)");
+                return false;
+            }
             var old = _app.Swap(next);
             _healthChecker.Apply(next);
             // In-flight requests on the old snapshot may still use its pools; give them the drain window first.
@@ -202,38 +615,9 @@ public sealed partial class PorticoHost : IAsyncDisposable
         }
         finally
         {
+            SystemdNotify.Notify("READY=1");
             _reloadLock.Release();
         }
-    }
-
-    private WebApplication BuildDataPlane(GatewayConfig config)
-    {
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-        builder.Services.AddSingleton(_loggerFactory);
-        builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(config.Server.GracefulTimeoutSeconds));
-        builder.WebHost.UseKestrelCore();
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            ApplyLimits(kestrel, config.Server);
-            foreach (var endpoint in MainEndpoints(config))
-            {
-                kestrel.Listen(endpoint, listen =>
-                {
-                    // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
-                    // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
-                    listen.Use(H2cPriorKnowledge.Middleware);
-                });
-            }
-            if (config.Tls.Enabled)
-            {
-                ConfigureTls(kestrel, config);
-            }
-        });
-        var app = builder.Build();
-        var service = new ProxyService<GatewayContext>(_app, _loggerFactory.CreateLogger("Portico.Proxy"));
-        app.Run(service.InvokeAsync);
-        return app;
     }
 
     private static IEnumerable<IPEndPoint> MainEndpoints(GatewayConfig config)
@@ -256,7 +640,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         }
     }
 
-    private static void ApplyLimits(KestrelServerOptions kestrel, ServerConfig server)
+    private static void ApplyLimits(KestrelServerOptions kestrel, ServerLimits server)
     {
         kestrel.AddServerHeader = false;
         // Cleartext HTTP/2 is detected by H2cPriorKnowledge, which makes Kestrel see a TLS connection; without
@@ -274,55 +658,27 @@ public sealed partial class PorticoHost : IAsyncDisposable
         limits.Http2.MaxRequestHeaderFieldSize = Math.Max(limits.Http2.MaxRequestHeaderFieldSize, Math.Min(server.MaxRequestHeadersBytes, 64 * 1024));
     }
 
-    private void ConfigureTls(KestrelServerOptions kestrel, GatewayConfig config)
+    private enum ListenerKind
     {
-        var tls = config.Tls;
-        var certPath = ResolvePath(tls.CertPath);
-        var keyPath = ResolvePath(tls.KeyPath);
-        if (certPath is null || keyPath is null || !File.Exists(certPath) || !File.Exists(keyPath))
-        {
-            if (tls.Acme.Enabled)
-            {
-                // ACME issuance is a later feature; until then an operator must supply the files.
-                Log.TlsSkipped(_logger, tls.CertPath ?? "(none)");
-                return;
-            }
-            throw new InvalidOperationException($"tls.cert_path '{tls.CertPath}' or tls.key_path '{tls.KeyPath}' not found");
-        }
-        var chain = new X509Certificate2Collection();
-        chain.ImportFromPemFile(certPath);
-        var leaf = X509Certificate2.CreateFromPemFile(certPath, keyPath);
-        var intermediates = new X509Certificate2Collection();
-        for (var i = 1; i < chain.Count; i++)
-        {
-            intermediates.Add(chain[i]);
-        }
-        var address = tls.ListenAddress ?? config.Server.ListenAddress;
-        if (!ListenAddress.TryParseHost(address, out var ip))
-        {
-            ip = IPAddress.Any;
-        }
-        var endpoints = new List<IPEndPoint> { new(ip, tls.ListenPort) };
-        foreach (var listener in config.Server.Listeners)
-        {
-            if (listener.Tls && ListenAddress.TryParse(listener.Address, out var extra))
-            {
-                endpoints.Add(extra);
-            }
-        }
-        foreach (var endpoint in endpoints)
-        {
-            kestrel.Listen(endpoint, listen =>
-            {
-                listen.Protocols = tls.Http2Enabled ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
-                listen.UseHttps(https =>
-                {
-                    https.ServerCertificate = leaf;
-                    https.ServerCertificateChain = intermediates;
-                    https.SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13;
-                });
-            });
-        }
+        Http,
+        Https,
+        Admin,
+    }
+
+    /// <summary>One listener as configured; a listener whose spec changes on reload gets a new server.</summary>
+    private sealed record ListenerSpec(ListenerKind Kind, string Key, IPEndPoint Endpoint, TlsSpec? Tls, ServerLimits? Limits)
+    {
+        public string Description => $"{Kind.ToString().ToLowerInvariant()} {Key}";
+    }
+
+    private sealed record TlsSpec(string CertPath, string KeyPath, DateTime CertWritten, DateTime KeyWritten, bool Http2);
+
+    /// <summary>The server: settings Kestrel applies per listener.</summary>
+    private sealed record ServerLimits(int MaxRequestHeadersBytes, long MaxRequestBodyBytes, int IdleTimeoutSeconds,
+        int RequestHeadersTimeoutSeconds, int MaxConnections)
+    {
+        public static ServerLimits From(ServerConfig server) => new(server.MaxRequestHeadersBytes, server.MaxRequestBodyBytes,
+            server.IdleTimeoutSeconds, server.RequestHeadersTimeoutSeconds, server.MaxConnections);
     }
 
     /// <summary>
@@ -401,10 +757,16 @@ public sealed partial class PorticoHost : IAsyncDisposable
         {
             signal.Dispose();
         }
-        foreach (var server in _servers)
+        foreach (var server in _listeners.Values)
         {
             await server.DisposeAsync();
         }
+        if (_handoff is not null)
+        {
+            await _handoff.DisposeAsync();
+        }
+        _sockets.Dispose();
+        _hardStop.Dispose();
         foreach (var client in _app.Snapshot.Clients)
         {
             client.Dispose();
@@ -422,8 +784,44 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}")]
-        public static partial void Started(ILogger logger, string addresses, string admin);
+        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}")]
+        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket);
+
+        [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Upgrade: took over {Count} listening sockets from process {Pid}: {Keys}")]
+        public static partial void Adopted(ILogger logger, int count, int pid, string keys);
+
+        [LoggerMessage(EventId = 111, Level = LogLevel.Warning, Message = "--upgrade: no running portico on {Path}; binding the listeners")]
+        public static partial void NothingToTakeOver(ILogger logger, string path);
+
+        [LoggerMessage(EventId = 112, Level = LogLevel.Warning, Message = "Upgrade: process {Pid} did not confirm that it is draining")]
+        public static partial void OldProcessSilent(ILogger logger, int pid);
+
+        [LoggerMessage(EventId = 113, Level = LogLevel.Information, Message = "Process {Pid} took over the listeners: draining in-flight requests")]
+        public static partial void Draining(ILogger logger, int pid);
+
+        [LoggerMessage(EventId = 114, Level = LogLevel.Warning, Message = "SIGUSR2: upgrade unavailable (no upgrade socket, or the command line is unknown)")]
+        public static partial void UpgradeUnavailable(ILogger logger);
+
+        [LoggerMessage(EventId = 115, Level = LogLevel.Warning, Message = "SIGUSR2: upgrade process {Pid} is still starting; ignored")]
+        public static partial void UpgradeInProgress(ILogger logger, int pid);
+
+        [LoggerMessage(EventId = 116, Level = LogLevel.Information, Message = "SIGUSR2: started process {Pid} ({FileName}) to take over the listeners")]
+        public static partial void UpgradeStarted(ILogger logger, int pid, string fileName);
+
+        [LoggerMessage(EventId = 117, Level = LogLevel.Error, Message = "SIGUSR2: could not start the upgrade process: {Message}")]
+        public static partial void UpgradeStartFailed(ILogger logger, string message);
+
+        [LoggerMessage(EventId = 118, Level = LogLevel.Error, Message = "Listeners could not be started: {Message}")]
+        public static partial void ListenersRejected(ILogger logger, string message);
+
+        [LoggerMessage(EventId = 119, Level = LogLevel.Information, Message = "Listener {Listener} started")]
+        public static partial void ListenerStarted(ILogger logger, string listener);
+
+        [LoggerMessage(EventId = 126, Level = LogLevel.Information, Message = "Listener {Listener} retired: no new connections; open ones finish")]
+        public static partial void ListenerRetired(ILogger logger, string listener);
+
+        [LoggerMessage(EventId = 127, Level = LogLevel.Warning, Message = "Stopping a retired listener failed: {Message}")]
+        public static partial void RetireFailed(ILogger logger, string message);
 
         [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Received {Signal}: draining in-flight requests")]
         public static partial void StopSignal(ILogger logger, string signal);

@@ -1,0 +1,145 @@
+using System.Runtime.InteropServices;
+
+namespace Portico.Hosting;
+
+/// <summary>
+/// The few libc calls the listener hand-off needs and .NET does not expose: dup/close of a socket descriptor, and
+/// sendmsg/recvmsg with SCM_RIGHTS to pass listening sockets to another process (as HAProxy and Envoy do). Linux,
+/// 64-bit (struct layouts below are the LP64 ones).
+/// </summary>
+internal static unsafe partial class UnixNative
+{
+    private const int SolSocket = 1;
+    private const int ScmRights = 1;
+    private const int MsgCmsgCloexec = 0x40000000;
+    private const int SoPeerCred = 17;
+
+    /// <summary>True where the hand-off works: Linux on a 64-bit process.</summary>
+    public static bool IsSupported => OperatingSystem.IsLinux() && IntPtr.Size == 8;
+
+    [LibraryImport("libc", EntryPoint = "dup", SetLastError = true)]
+    private static partial int Dup(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int CloseFd(int fd);
+
+    [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
+    private static partial nint SendMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
+    private static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    private static partial uint GetEuid();
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct MsgHdr
+    {
+        public void* Name;
+        public uint NameLength;
+        public IoVec* Iov;
+        public nuint IovLength;
+        public void* Control;
+        public nuint ControlLength;
+        public int Flags;
+    }
+
+    /// <summary>A new descriptor for the same open socket (without FD_CLOEXEC, as dup(2) makes it).</summary>
+    public static int DupOrThrow(nint fd)
+    {
+        var copy = Dup((int)fd);
+        return copy >= 0 ? copy : throw new IOException($"dup({fd}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    public static void Close(int fd) => CloseFd(fd);
+
+    public static uint EffectiveUserId => GetEuid();
+
+    /// <summary>The (pid, uid) of the process at the other end of a connected Unix socket (SO_PEERCRED).</summary>
+    public static (int Pid, uint Uid) PeerCredentials(System.Net.Sockets.Socket socket)
+    {
+        Span<byte> cred = stackalloc byte[12];
+        var length = socket.GetRawSocketOption(SolSocket, SoPeerCred, cred);
+        if (length < 12)
+        {
+            return (0, uint.MaxValue);
+        }
+        return (MemoryMarshal.Read<int>(cred), MemoryMarshal.Read<uint>(cred[4..]));
+    }
+
+    /// <summary>Sends <paramref name="payload"/> with <paramref name="fds"/> attached (SCM_RIGHTS), all in one message.</summary>
+    public static void SendWithDescriptors(nint socketFd, ReadOnlySpan<byte> payload, ReadOnlySpan<int> fds)
+    {
+        var controlLength = ControlSpace(fds.Length);
+        var control = stackalloc byte[controlLength];
+        new Span<byte>(control, controlLength).Clear();
+        *(nuint*)control = (nuint)(16 + (fds.Length * 4));
+        *(int*)(control + 8) = SolSocket;
+        *(int*)(control + 12) = ScmRights;
+        for (var i = 0; i < fds.Length; i++)
+        {
+            ((int*)(control + 16))[i] = fds[i];
+        }
+        fixed (byte* data = payload)
+        {
+            var iov = new IoVec { Base = data, Length = (nuint)payload.Length };
+            var msg = new MsgHdr { Iov = &iov, IovLength = 1, Control = fds.Length > 0 ? control : null, ControlLength = fds.Length > 0 ? (nuint)controlLength : 0 };
+            var sent = SendMsg((int)socketFd, &msg, 0);
+            if (sent != payload.Length)
+            {
+                throw new IOException($"sendmsg failed: returned {sent}, errno {Marshal.GetLastPInvokeError()}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Receives one message into <paramref name="buffer"/>; descriptors that came with it are added to
+    /// <paramref name="fds"/> (close-on-exec set). Returns the number of bytes read (0 at end of stream).
+    /// </summary>
+    public static int ReceiveWithDescriptors(nint socketFd, Span<byte> buffer, List<int> fds, int maxDescriptors = 64)
+    {
+        var controlLength = ControlSpace(maxDescriptors);
+        var control = stackalloc byte[controlLength];
+        fixed (byte* data = buffer)
+        {
+            var iov = new IoVec { Base = data, Length = (nuint)buffer.Length };
+            var msg = new MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)controlLength };
+            var read = RecvMsg((int)socketFd, &msg, MsgCmsgCloexec);
+            if (read < 0)
+            {
+                throw new IOException($"recvmsg failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+            // Walk the control messages (CMSG_FIRSTHDR/CMSG_NXTHDR).
+            var offset = 0;
+            while (offset + 16 <= (int)msg.ControlLength)
+            {
+                var header = control + offset;
+                var length = (int)*(nuint*)header;
+                if (length < 16)
+                {
+                    break;
+                }
+                if (*(int*)(header + 8) == SolSocket && *(int*)(header + 12) == ScmRights)
+                {
+                    var count = (length - 16) / 4;
+                    for (var i = 0; i < count; i++)
+                    {
+                        fds.Add(((int*)(header + 16))[i]);
+                    }
+                }
+                offset += (length + 7) & ~7;
+            }
+            return (int)read;
+        }
+    }
+
+    /// <summary>CMSG_SPACE(count * sizeof(int)) on LP64.</summary>
+    private static int ControlSpace(int count) => 16 + (((count * 4) + 7) & ~7);
+}
