@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net;
 using System.Reflection;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Hosting;
 using Portico.Config;
 using Portico.Hosting;
@@ -92,6 +93,10 @@ internal static class Program
         {
             return 1;
         }
+        // The host handles SIGTERM/SIGINT while it runs; these keep a late signal (one that arrives while the host is
+        // being disposed, e.g. an operator's SIGTERM racing an upgrade's drain) from ending the process with 143.
+        using var lateTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => context.Cancel = true);
+        using var lateInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => context.Cancel = true);
         await using (host)
         {
             try

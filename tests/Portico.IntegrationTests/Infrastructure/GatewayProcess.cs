@@ -131,18 +131,32 @@ public sealed partial class GatewayProcess : IAsyncDisposable
     public const int SIGTERM = 15;
 
     /// <summary>Waits for the process to exit; returns false on timeout.</summary>
+    /// <remarks>
+    /// Polls <see cref="Process.HasExited"/> rather than <see cref="Process.WaitForExitAsync"/>, which also waits for
+    /// the end of the redirected output: a process started by the gateway (SIGUSR2 upgrade) inherits those pipes and
+    /// keeps them open after the gateway itself has exited.
+    /// </remarks>
     public async Task<bool> WaitForExitAsync(TimeSpan timeout)
     {
-        using var cts = new CancellationTokenSource(timeout);
+        var deadline = Stopwatch.StartNew();
+        while (!_process.HasExited)
+        {
+            if (deadline.Elapsed > timeout)
+            {
+                return false;
+            }
+            await Task.Delay(25);
+        }
+        // Let the output readers catch up (bounded: an inheriting child may hold the pipes open).
+        using var drain = new CancellationTokenSource(TimeSpan.FromSeconds(2));
         try
         {
-            await _process.WaitForExitAsync(cts.Token);
-            return true;
+            await _process.WaitForExitAsync(drain.Token);
         }
         catch (OperationCanceledException)
         {
-            return false;
         }
+        return true;
     }
 
     /// <summary>Rewrites the config file (for reload tests).</summary>
