@@ -112,7 +112,7 @@ public sealed class ListenSockets : IDisposable
         Socket copy;
         try
         {
-            copy = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            copy = new KestrelListenSocket(new SafeSocketHandle(fd, ownsHandle: true), fd);
         }
         catch
         {
@@ -173,6 +173,24 @@ public sealed class ListenSockets : IDisposable
                 socket.Dispose();
             }
             _sockets.Clear();
+        }
+    }
+
+    /// <summary>
+    /// Kestrel's descriptor of a shared listening socket. On dispose it first leaves .NET's epoll set explicitly:
+    /// the socket stays open (other descriptors hold it), so close(2) alone would leave the registration behind.
+    /// </summary>
+    private sealed class KestrelListenSocket(SafeSocketHandle handle, int fd) : Socket(handle)
+    {
+        private int _disposed;
+
+        protected override void Dispose(bool disposing)
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                UnixNative.RemoveFromEpollSets(fd);
+            }
+            base.Dispose(disposing);
         }
     }
 }

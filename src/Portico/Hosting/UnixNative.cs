@@ -29,6 +29,9 @@ internal static unsafe partial class UnixNative
     [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
     private static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
 
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    private static partial int EpollCtl(int epfd, int op, int fd, void* events);
+
     [LibraryImport("libc", EntryPoint = "geteuid")]
     private static partial uint GetEuid();
 
@@ -59,6 +62,32 @@ internal static unsafe partial class UnixNative
     }
 
     public static void Close(int fd) => CloseFd(fd);
+
+    /// <summary>
+    /// Removes <paramref name="fd"/> from every epoll set of this process (EPOLL_CTL_DEL; sets it is not in answer
+    /// ENOENT). close(2) removes a descriptor from epoll only when the last descriptor of the open file goes, so a
+    /// dup of a shared socket closed by .NET would otherwise stay registered, and the next dup that gets the same
+    /// number fails to register (EEXIST).
+    /// </summary>
+    public static void RemoveFromEpollSets(int fd)
+    {
+        foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            string? target;
+            try
+            {
+                target = new FileInfo(entry).LinkTarget;
+            }
+            catch (IOException)
+            {
+                continue;
+            }
+            if (target == "anon_inode:[eventpoll]" && int.TryParse(Path.GetFileName(entry), out var epfd))
+            {
+                EpollCtl(epfd, 2, fd, null);
+            }
+        }
+    }
 
     public static uint EffectiveUserId => GetEuid();
 
