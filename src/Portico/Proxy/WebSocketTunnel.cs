@@ -87,11 +87,12 @@ internal sealed class WebSocketTunnel
         {
             var up = PumpAsync(_toUpstream, session);
             var down = PumpAsync(_toDownstream, session);
-            var first = await Task.WhenAny(up, down);
-            // A direction that sent its close frame is waiting for that side's answer: let it have it (bounded by the
-            // close timeout). Anything else means one side is gone, and so is the tunnel.
-            var other = first == up ? _toDownstream : _toUpstream;
-            if (Volatile.Read(ref other.State) != Closed)
+            var first = await Task.WhenAny(up, down) == up ? _toUpstream : _toDownstream;
+            var other = first == _toUpstream ? _toDownstream : _toUpstream;
+            // The other direction, if it sent its close frame, waits for its source's answer to the close frame this
+            // one sent: let it have it (bounded by the close timeout). In any other case one side is gone, or nothing
+            // will answer, and the tunnel ends now.
+            if (!first.EndedAfterClose || Volatile.Read(ref other.State) != Closed)
             {
                 Cancel();
             }
@@ -294,7 +295,8 @@ internal sealed class WebSocketTunnel
         }
         finally
         {
-            Interlocked.Exchange(ref relay.State, Ended);
+            // A relay keeps the state Closed from its close frame to its end.
+            relay.EndedAfterClose = Interlocked.Exchange(ref relay.State, Ended) == Closed;
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
@@ -312,6 +314,9 @@ internal sealed class WebSocketTunnel
         public WebSocketFrameTracker Tracker;
 
         public int State;
+
+        /// <summary>True when the relay had sent its close frame (or CloseAsync had taken it to) when it ended.</summary>
+        public bool EndedAfterClose;
 
         /// <summary>Set by CloseAsync when it may write this relay's close frame; completes when that is done.</summary>
         public TaskCompletionSource? Injection;

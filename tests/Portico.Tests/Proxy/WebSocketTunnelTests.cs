@@ -346,6 +346,25 @@ public sealed class WebSocketTunnelTests
     }
 
     [Fact]
+    public async Task CloseAll_ClientGoneMidFrame_TunnelEndsWithoutWaitingForTheTimeout()
+    {
+        var clock = new ManualTimerProvider();
+        await using var t = TunnelUnderTest.Start(clock);
+        var frame = TunnelTestKit.Frame(0x2, 1000, masked: true, new Random(10));
+        await t.Client.WriteAsync(frame.AsMemory(0, 100));
+        Assert.Equal(frame[..100], await TunnelTestKit.ReadExactlyAsync(t.Upstream.PeerInput, 100));
+        var closing = t.Registry.CloseAllAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal((1001, "going away", false), TunnelTestKit.DecodeClose(await TunnelTestKit.ReadExactlyAsync(t.Client.PeerInput, 14)));
+
+        // The client disappears before finishing its frame: the upstream never gets a close frame, so it will not
+        // answer one, and there is nothing to wait for. The clock does not move: the tunnel ends on its own.
+        await t.Client.PeerOutput.CompleteAsync();
+
+        await closing.WaitAsync(Safety);
+        Assert.Empty(await t.Upstream.CloseGatewayAndReadRestAsync());
+    }
+
+    [Fact]
     public async Task CloseAll_NotWebSocket_NoFramesWrittenAndEndsAtTheTimeout()
     {
         var clock = new ManualTimerProvider();
