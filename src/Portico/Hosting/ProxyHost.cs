@@ -15,7 +15,15 @@ namespace Portico.Hosting;
 public static class ProxyHost
 {
     /// <summary>Builds (does not start) a server for <paramref name="app"/> on <paramref name="endpoints"/>.</summary>
-    public static WebApplication Build<TContext>(ProxyApp<TContext> app, IEnumerable<IPEndPoint> endpoints, ILoggerFactory? loggerFactory = null)
+    public static WebApplication Build<TContext>(ProxyApp<TContext> app, IEnumerable<IPEndPoint> endpoints, ILoggerFactory? loggerFactory = null) =>
+        Build(app, endpoints, out _, loggerFactory);
+
+    /// <summary>
+    /// Builds (does not start) a server for <paramref name="app"/> on <paramref name="endpoints"/>, and gives the
+    /// request runner it serves, e.g. to close its WebSockets at shutdown with
+    /// <c>service.Tunnels.CloseAllAsync(TimeSpan.FromSeconds(5))</c> before stopping the server.
+    /// </summary>
+    public static WebApplication Build<TContext>(ProxyApp<TContext> app, IEnumerable<IPEndPoint> endpoints, out ProxyService<TContext> service, ILoggerFactory? loggerFactory = null)
     {
         loggerFactory ??= NullLoggerFactory.Instance;
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -32,7 +40,7 @@ public static class ProxyHost
             }
         });
         var web = builder.Build();
-        var service = new ProxyService<TContext>(app, loggerFactory.CreateLogger("Portico.Proxy"));
+        service = new ProxyService<TContext>(app, loggerFactory.CreateLogger("Portico.Proxy"));
         web.Run(service.InvokeAsync);
         return web;
     }

@@ -31,6 +31,13 @@ internal sealed class HttpForwarder
 {
     private const int ResponseBufferSize = 64 * 1024;
 
+    private readonly UpgradedTunnels _tunnels;
+
+    public HttpForwarder(UpgradedTunnels tunnels)
+    {
+        _tunnels = tunnels;
+    }
+
     /// <summary>Forwards one attempt. Returns null on success, else the error (the response may have started).</summary>
     public async ValueTask<ProxyError?> ForwardAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
     {
@@ -508,7 +515,7 @@ internal sealed class HttpForwarder
         }
     }
 
-    private static async ValueTask<ProxyError?> ProxyUpgradeAsync(ProxySession session, HttpResponseMessage response, IHttpExtendedConnectFeature? extendedConnect, IHttpUpgradeFeature? upgradeFeature, CancellationToken requestAborted)
+    private async ValueTask<ProxyError?> ProxyUpgradeAsync(ProxySession session, HttpResponseMessage response, IHttpExtendedConnectFeature? extendedConnect, IHttpUpgradeFeature? upgradeFeature, CancellationToken requestAborted)
     {
         Stream upstreamStream;
         Stream downstreamStream;
@@ -525,58 +532,13 @@ internal sealed class HttpForwarder
         }
 
         // An upgraded connection has no read timeout: WebSockets stay open while idle, as nginx with
-        // proxy_read_timeout raised. Closing either side ends both.
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
-        var up = PumpAsync(downstreamStream, upstreamStream, session, countAsResponse: false, cts.Token);
-        var down = PumpAsync(upstreamStream, downstreamStream, session, countAsResponse: true, cts.Token);
-        await Task.WhenAny(up, down);
-        cts.Cancel();
-        try
-        {
-            await Task.WhenAll(up, down);
-        }
-        catch
-        {
-            // The other direction ends by cancellation; its exception says nothing new.
-        }
+        // proxy_read_timeout raised. Closing either side ends both. The tunnel follows WebSocket frames so a graceful
+        // shutdown can close it between frames (UpgradedTunnels.CloseAllAsync); an HTTP/1.1 upgrade reaches here only
+        // for WebSocket (step 1), an extended CONNECT for whatever :protocol the client named.
+        var isWebSocket = extendedConnect is null || IsWebSocketUpgrade(extendedConnect.Protocol);
+        var tunnel = new WebSocketTunnel(downstreamStream, upstreamStream, isWebSocket, _tunnels.TimeProvider);
+        await tunnel.RunAsync(session, _tunnels, requestAborted);
         await upstreamStream.DisposeAsync();
         return null;
-    }
-
-    private static async Task PumpAsync(Stream source, Stream destination, ProxySession session, bool countAsResponse, CancellationToken cancellationToken)
-    {
-        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
-        try
-        {
-            while (true)
-            {
-                var read = await source.ReadAsync(buffer.AsMemory(), cancellationToken);
-                if (read == 0)
-                {
-                    return;
-                }
-                await destination.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
-                await destination.FlushAsync(cancellationToken);
-                if (countAsResponse)
-                {
-                    session.ResponseBodyBytes += read;
-                }
-                else
-                {
-                    session.RequestBodyBytes += read;
-                }
-            }
-        }
-        catch (Exception) when (cancellationToken.IsCancellationRequested)
-        {
-        }
-        catch (IOException)
-        {
-            // A reset on either side ends the tunnel; the runner logs the request once.
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
     }
 }

@@ -13,14 +13,22 @@ public sealed partial class ProxyService<TContext>
     private const string KestrelMovedContentLength = "X-Content-Length";
 
     private readonly ProxyApp<TContext> _app;
-    private readonly HttpForwarder _forwarder = new();
+    private readonly HttpForwarder _forwarder;
     private readonly ILogger _logger;
 
     public ProxyService(ProxyApp<TContext> app, ILogger logger)
     {
         _app = app;
         _logger = logger;
+        Tunnels = new UpgradedTunnels();
+        _forwarder = new HttpForwarder(Tunnels);
     }
+
+    /// <summary>
+    /// The live upgraded connections (WebSockets). A graceful shutdown calls
+    /// <see cref="UpgradedTunnels.CloseAllAsync"/> first, so each ends with a close frame rather than a cut.
+    /// </summary>
+    public UpgradedTunnels Tunnels { get; }
 
     /// <summary>The request delegate: <c>app.Run(service.InvokeAsync)</c>.</summary>
     public async Task InvokeAsync(HttpContext httpContext)
