@@ -560,7 +560,10 @@ public sealed partial class PorticoHost : IAsyncDisposable
         var timeout = TimeSpan.FromSeconds(config.Server.GracefulShutdown ? config.Server.GracefulTimeoutSeconds : 0);
         _hardStop.CancelAfter(timeout);
         await _healthChecker.DisposeAsync();
-        var stops = new List<Task>();
+        // WebSockets and other upgraded connections never end by themselves: tell both sides the gateway is going
+        // away (close 1001 at a frame boundary) and give the close handshake up to 5 s of the drain window.
+        var handshake = TimeSpan.FromSeconds(Math.Min(5, Math.Max(0, timeout.TotalSeconds)));
+        var stops = new List<Task> { _service.Tunnels.CloseAllAsync(handshake) };
         foreach (var server in _listeners.Values)
         {
             stops.Add(server.StopAsync(_hardStop.Token));

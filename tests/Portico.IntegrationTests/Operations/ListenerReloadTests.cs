@@ -175,7 +175,7 @@ public sealed class ListenerReloadTests
     }
 
     // python3-websockets 10.4: an echo server that announces its port.
-    private const string EchoServer = """
+    internal const string EchoServer = """
         import asyncio, websockets
         async def echo(ws, path=None):
             try:
