@@ -54,6 +54,26 @@ public static class MetricsEndpoint
     }
 
     /// <summary>
+    /// The request delegate of a metrics listener: <paramref name="path"/> (e.g. <c>/metrics</c>, compared exactly) is
+    /// answered by <see cref="HandleAsync"/> with <paramref name="app"/>'s metrics and its snapshot of the moment; any
+    /// other path gets 404. <c>metricsApp.Run(MetricsEndpoint.CreateHandler(gatewayApp, "/metrics"))</c>.
+    /// </summary>
+    public static RequestDelegate CreateHandler(GatewayApp app, string path)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        return context =>
+        {
+            if (!string.Equals(context.Request.Path.Value, path, StringComparison.Ordinal))
+            {
+                context.Response.StatusCode = StatusCodes.Status404NotFound;
+                return Task.CompletedTask;
+            }
+            return HandleAsync(context, app.Metrics, app.Snapshot);
+        };
+    }
+
+    /// <summary>
     /// Kestrel connection middleware that keeps <c>{prefix}_connections_active</c> (and <c>_connections_total</c>)
     /// up to date: <c>listenOptions.Use(MetricsEndpoint.CountConnections(metrics))</c>. Add it first on the listener,
     /// before TLS and protocol detection, so every accepted TCP connection is counted, also one that fails its handshake.

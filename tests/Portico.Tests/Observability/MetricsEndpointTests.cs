@@ -66,6 +66,25 @@ public sealed class MetricsEndpointTests
     }
 
     [Fact]
+    public async Task CreateHandler_MetricsPathScrapesAppOtherPaths404()
+    {
+        var app = new Portico.Gateway.GatewayApp(Snapshot(), Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+        app.Metrics.RecordRateLimitHit();
+        var handler = MetricsEndpoint.CreateHandler(app, "/metrics");
+
+        var scrape = Request("GET");
+        await handler(scrape);
+        var other = Request("GET");
+        other.Request.Path = "/metrics/x";
+        await handler(other);
+
+        Assert.Equal(200, scrape.Response.StatusCode);
+        Assert.Contains("\npingora_rate_limit_hits_total 1\n", Body(scrape), StringComparison.Ordinal);
+        Assert.Equal(404, other.Response.StatusCode);
+        Assert.Equal("", Body(other));
+    }
+
+    [Fact]
     public async Task CountConnections_WhileConnectionRuns_ActiveIsOneThenZero()
     {
         var metrics = new GatewayMetrics(processMetrics: false);
