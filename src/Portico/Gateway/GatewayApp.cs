@@ -1,6 +1,7 @@
 using System.Text;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using Portico.Observability;
 using Portico.Proxy;
 using Portico.Routing;
 using Portico.Upstreams;
@@ -37,19 +38,36 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     private GatewaySnapshot _snapshot;
     private readonly ILogger _accessLog;
     private readonly ILogger _logger;
+    private readonly GatewayMetrics _metrics;
 
-    public GatewayApp(GatewaySnapshot snapshot, ILoggerFactory loggerFactory)
+    /// <param name="snapshot">The first config snapshot.</param>
+    /// <param name="loggerFactory">Loggers for the access log and the gateway's events.</param>
+    /// <param name="metrics">
+    /// Where requests are recorded; null creates one with the snapshot's prefix (<see cref="GatewayMetrics.PrefixOf"/>).
+    /// It lives as long as the app, so counters carry over reloads.
+    /// </param>
+    public GatewayApp(GatewaySnapshot snapshot, ILoggerFactory loggerFactory, GatewayMetrics? metrics = null)
     {
         _snapshot = snapshot;
         _accessLog = loggerFactory.CreateLogger("Portico.AccessLog");
         _logger = loggerFactory.CreateLogger<GatewayApp>();
+        _metrics = metrics ?? new GatewayMetrics(GatewayMetrics.PrefixOf(snapshot.Config));
+        _metrics.Bind(snapshot);
     }
 
     /// <summary>The snapshot new requests run on.</summary>
     public GatewaySnapshot Snapshot => Volatile.Read(ref _snapshot);
 
+    /// <summary>The gateway's Prometheus metrics: recorded by the phases, rendered by the metrics endpoint.</summary>
+    public GatewayMetrics Metrics => _metrics;
+
     /// <summary>Makes <paramref name="next"/> current; returns the previous one. In-flight requests keep theirs.</summary>
-    public GatewaySnapshot Swap(GatewaySnapshot next) => Interlocked.Exchange(ref _snapshot, next);
+    public GatewaySnapshot Swap(GatewaySnapshot next)
+    {
+        // Bound before it is published, so its first request already records into the cells of its names.
+        _metrics.Bind(next);
+        return Interlocked.Exchange(ref _snapshot, next);
+    }
 
     public override GatewayContext NewContext(ProxySession session) => new(Snapshot);
 
@@ -157,6 +175,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     public override ProxyError FailToConnect(ProxySession session, UpstreamPeer peer, ProxyError error, GatewayContext ctx)
     {
         Log.ConnectFailed(_logger, session.RequestId, peer.UpstreamName ?? "-", peer.Server.Authority, error.Code);
+        _metrics.RecordConnectError(peer);
         ReportFailure(peer, ctx, error.Code);
         return SpendRetryBudget(session, error, ctx);
     }
@@ -299,6 +318,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         ReleaseBreaker(ctx);
         var status = session.Response.StatusCode;
         var elapsed = session.Elapsed;
+        _metrics.RecordRequest(session, ctx.Route, ctx.Upstream, elapsed);
         var alwaysLog = error is not null && error.Kind != ProxyErrorKind.DownstreamClosed || status >= 500 || elapsed.TotalSeconds >= 1;
         var rate = ctx.Snapshot.Config.Logging.SamplingRate ?? ctx.Snapshot.Config.Logging.SampleRate;
         if (!_accessLog.IsEnabled(LogLevel.Information) || !ctx.Snapshot.Config.Logging.AccessLog && !alwaysLog)

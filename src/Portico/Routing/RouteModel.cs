@@ -27,4 +27,6 @@ public sealed class RouteModel
     public int Order { get; init; }
     /// <summary>The runtime upstream this route forwards to; set when the snapshot is compiled.</summary>
     public Upstreams.UpstreamModel? Upstream { get; set; }
+    /// <summary>This route's metric cells; set when the app takes the snapshot (<see cref="Observability.GatewayMetrics"/>).</summary>
+    internal Observability.RouteMetrics? Metrics { get; set; }
 }

@@ -34,6 +34,8 @@ public sealed class ServerModel
     /// <summary>"host:port" ("[::1]:port" for IPv6), as used in URIs, logs and metric labels.</summary>
     public string Authority { get; }
     public ServerState State { get; }
+    /// <summary>This server's metric cells; set when the app takes the snapshot (<see cref="Observability.GatewayMetrics"/>).</summary>
+    internal Observability.ServerMetrics? Metrics { get; set; }
 
     public override string ToString() => Authority;
 }

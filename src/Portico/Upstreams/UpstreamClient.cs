@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Security;
+using System.Net.Sockets;
 using System.Security.Authentication;
+using Portico.Observability.Metrics;
 
 namespace Portico.Upstreams;
 
@@ -34,6 +36,7 @@ public sealed class UpstreamClient : IDisposable
             ActivityHeadersPropagator = null,
             Expect100ContinueTimeout = TimeSpan.FromSeconds(1),
             KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+            ConnectCallback = ConnectAsync,
         };
         if (options.AnyTls)
         {
@@ -56,7 +59,41 @@ public sealed class UpstreamClient : IDisposable
     /// <summary>The invoker requests are sent with.</summary>
     public HttpMessageInvoker Invoker { get; }
 
+    /// <summary>
+    /// Counts each new TCP connection this pool opens (<c>pingora_upstream_connections_created_total</c>); set when a
+    /// snapshot is bound to the gateway's metrics, null = not counted.
+    /// </summary>
+    internal CounterCell? ConnectionCounter { get; set; }
+
     public void Dispose() => Invoker.Dispose();
+
+    /// <summary>
+    /// Opens the TCP connection for the pool, as SocketsHttpHandler does by default (a dual-mode socket, Nagle off),
+    /// and counts it: new connections against requests sent is the pool's reuse ratio.
+    /// </summary>
+    /// <remarks>
+    /// <paramref name="cancellationToken"/> already carries <see cref="SocketsHttpHandler.ConnectTimeout"/> (the
+    /// handler links it in before calling this), so the connect timeout is the same as without the callback, and the
+    /// handler wraps a failure here the same way: a refusal is an <see cref="HttpRequestException"/> with
+    /// <see cref="HttpRequestError.ConnectionError"/>, a timeout a cancellation with an inner
+    /// <see cref="TimeoutException"/>, which is how the forwarder tells connect failures (safe to retry) from others.
+    /// TLS, when the server uses it, is negotiated by the handler on the stream returned here.
+    /// </remarks>
+    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+        ConnectionCounter?.Inc();
+        return new NetworkStream(socket, ownsSocket: true);
+    }
 }
 
 /// <summary>Settings that shape an <see cref="UpstreamClient"/>; equal options mean the pool can be reused.</summary>

@@ -42,4 +42,6 @@ public sealed class UpstreamModel
     public TimeSpan PassiveEjectTime { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>The long-lived pool (SocketsHttpHandler) for this group; shared across reloads when settings match.</summary>
     public required UpstreamClient Client { get; init; }
+    /// <summary>This group's metric cells; set when the app takes the snapshot (<see cref="Observability.GatewayMetrics"/>).</summary>
+    internal Observability.UpstreamMetrics? Metrics { get; set; }
 }
