@@ -393,6 +393,10 @@ public sealed partial class PorticoHost : IAsyncDisposable
             var endpoint = new IPEndPoint(ip, config.Admin.ListenPort);
             specs.Add(new ListenerSpec(ListenerKind.Admin, ListenSockets.KeyOf(endpoint), endpoint, null, null));
         }
+        if (MetricsEndpointOf(config) is { } metrics)
+        {
+            specs.Add(new ListenerSpec(ListenerKind.Metrics, ListenSockets.KeyOf(metrics.Endpoint), metrics.Endpoint, null, null, metrics.Path));
+        }
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var spec in specs)
         {
@@ -402,6 +406,21 @@ public sealed partial class PorticoHost : IAsyncDisposable
             }
         }
         return specs;
+    }
+
+    /// <summary>The Prometheus listener: seed 001's `metrics:` block when enabled, else monitoring.prometheus.</summary>
+    private static (IPEndPoint Endpoint, string Path)? MetricsEndpointOf(GatewayConfig config)
+    {
+        if (config.Metrics is { Enabled: true } metrics && ListenAddress.TryParse(metrics.BindAddress, out var bound))
+        {
+            return (bound, metrics.Path);
+        }
+        var prometheus = config.Monitoring.Prometheus;
+        if (prometheus.Enabled && ListenAddress.TryParseHost(prometheus.ListenAddress, out var ip))
+        {
+            return (new IPEndPoint(ip, prometheus.ListenPort), prometheus.MetricsPath);
+        }
+        return null;
     }
 
     private TlsSpec? TlsSpecFor(GatewayConfig config)
@@ -450,6 +469,10 @@ public sealed partial class PorticoHost : IAsyncDisposable
         {
             return AdminServer.Build(spec.Endpoint, _app, _loggerFactory, sockets);
         }
+        if (spec.Kind == ListenerKind.Metrics)
+        {
+            return BuildMetricsServer(spec, sockets);
+        }
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(_loggerFactory);
         builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
@@ -468,6 +491,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             {
                 kestrel.Listen(spec.Endpoint, listen =>
                 {
+                    listen.Use(MetricsEndpoint.CountConnections(_app.Metrics));
                     // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
                     // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
                     listen.Use(H2cPriorKnowledge.Middleware);
@@ -487,6 +511,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                 kestrel.Listen(spec.Endpoint, listen =>
                 {
                     listen.Protocols = tls.Http2 ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
+                    listen.Use(MetricsEndpoint.CountConnections(_app.Metrics));
                     listen.UseHttps(https =>
                     {
                         https.ServerCertificate = leaf;
@@ -498,6 +523,28 @@ public sealed partial class PorticoHost : IAsyncDisposable
         });
         var app = builder.Build();
         app.Run(_service.InvokeAsync);
+        return app;
+    }
+
+    /// <summary>The Prometheus scrape listener: the metrics path, 404 elsewhere.</summary>
+    private WebApplication BuildMetricsServer(ListenerSpec spec, ListenSockets? sockets)
+    {
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.Services.AddSingleton(_loggerFactory);
+        builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
+        builder.WebHost.UseKestrelCore();
+        if (sockets is not null)
+        {
+            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
+        }
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Listen(spec.Endpoint);
+        });
+        var app = builder.Build();
+        app.Run(MetricsEndpoint.CreateHandler(_app, spec.Path ?? "/metrics"));
         return app;
     }
 
@@ -666,10 +713,11 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Http,
         Https,
         Admin,
+        Metrics,
     }
 
     /// <summary>One listener as configured; a listener whose spec changes on reload gets a new server.</summary>
-    private sealed record ListenerSpec(ListenerKind Kind, string Key, IPEndPoint Endpoint, TlsSpec? Tls, ServerLimits? Limits)
+    private sealed record ListenerSpec(ListenerKind Kind, string Key, IPEndPoint Endpoint, TlsSpec? Tls, ServerLimits? Limits, string? Path = null)
     {
         public string Description => $"{Kind.ToString().ToLowerInvariant()} {Key}";
     }
@@ -710,7 +758,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
                 unserved.Add(name);
             }
         }
-        Check(config.Monitoring.Prometheus.Enabled || config.Metrics is { Enabled: true }, "metrics endpoint (monitoring.prometheus / metrics)");
         Check(config.Monitoring.Tracing.Enabled, "monitoring.tracing");
         Check(security.RateLimit.Enabled, "security.rate_limit");
         Check(security.DdosProtection.Enabled, "security.ddos_protection");
