@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
@@ -491,6 +492,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             {
                 kestrel.Listen(spec.Endpoint, listen =>
                 {
+                    listen.Use(LimitConnections);
                     listen.Use(MetricsEndpoint.CountConnections(_app.Metrics));
                     // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
                     // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
@@ -511,6 +513,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                 kestrel.Listen(spec.Endpoint, listen =>
                 {
                     listen.Protocols = tls.Http2 ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
+                    listen.Use(LimitConnections);
                     listen.Use(MetricsEndpoint.CountConnections(_app.Metrics));
                     listen.UseHttps(https =>
                     {
@@ -703,7 +706,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
         limits.MaxRequestBodySize = server.MaxRequestBodyBytes > 0 ? server.MaxRequestBodyBytes : null;
         limits.KeepAliveTimeout = TimeSpan.FromSeconds(server.IdleTimeoutSeconds);
         limits.RequestHeadersTimeout = TimeSpan.FromSeconds(server.RequestHeadersTimeoutSeconds);
-        limits.MaxConcurrentConnections = server.MaxConnections > 0 ? server.MaxConnections : null;
         limits.MaxConcurrentUpgradedConnections = null;
         limits.Http2.MaxRequestHeaderFieldSize = Math.Max(limits.Http2.MaxRequestHeaderFieldSize, Math.Min(server.MaxRequestHeadersBytes, 64 * 1024));
     }
@@ -726,11 +728,37 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     /// <summary>The server: settings Kestrel applies per listener.</summary>
     private sealed record ServerLimits(int MaxRequestHeadersBytes, long MaxRequestBodyBytes, int IdleTimeoutSeconds,
-        int RequestHeadersTimeoutSeconds, int MaxConnections)
+        int RequestHeadersTimeoutSeconds)
     {
         public static ServerLimits From(ServerConfig server) => new(server.MaxRequestHeadersBytes, server.MaxRequestBodyBytes,
-            server.IdleTimeoutSeconds, server.RequestHeadersTimeoutSeconds, server.MaxConnections);
+            server.IdleTimeoutSeconds, server.RequestHeadersTimeoutSeconds);
     }
+
+    private int _openConnections;
+
+    /// <summary>
+    /// server.max_connections across every data-plane listener (Kestrel's own limit would be per listener): a
+    /// connection over the cap is closed as soon as it is accepted. Read per connection from the current config, so
+    /// a reload changes it without restarting listeners.
+    /// </summary>
+    private ConnectionDelegate LimitConnections(ConnectionDelegate next) => async connection =>
+    {
+        var limit = _app.Snapshot.Config.Server.MaxConnections;
+        var open = Interlocked.Increment(ref _openConnections);
+        try
+        {
+            if (limit > 0 && open > limit)
+            {
+                connection.Abort(new ConnectionAbortedException("server.max_connections reached"));
+                return;
+            }
+            await next(connection);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _openConnections);
+        }
+    };
 
     /// <summary>
     /// Says once, at start-up, which configured features this build parses and validates but does not serve

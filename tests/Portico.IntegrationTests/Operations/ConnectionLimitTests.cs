@@ -1,0 +1,52 @@
+using Microsoft.AspNetCore.Http;
+using Portico.IntegrationTests.Infrastructure;
+
+namespace Portico.IntegrationTests.Operations;
+
+/// <summary>server.max_connections is one cap across all data-plane listeners, and a reload changes it.</summary>
+public sealed class ConnectionLimitTests
+{
+    private static string Config(int port, int extra, int upstreamPort, int max) => $"""
+        server:
+          listen_address: "127.0.0.1"
+          listen_port: {port}
+          max_connections: {max}
+          listeners: [{"{"}address: "127.0.0.1:{extra}"{"}"}]
+        admin:
+          enabled: false
+        upstreams:
+          backend:
+            health_check: {"{"}enabled: false{"}"}
+            servers: ["127.0.0.1:{upstreamPort}"]
+        """;
+
+    [Fact]
+    public async Task MaxConnections_CountsEveryListener_ExtraConnectionClosed_ReloadRaisesIt()
+    {
+        await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync("ok"));
+        var port = Ports.GetFree();
+        var extra = Ports.GetFree();
+        await using var gateway = await GatewayProcess.StartAsync(Config(port, extra, upstream.Port, 2), port);
+        await Task.Delay(300); // the readiness probe's connection has closed
+
+        await using var first = await OpenServedAsync(port);
+        await using var second = await OpenServedAsync(extra);
+        await using var third = await RawHttpConnection.ConnectAsync(port);
+        await third.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        Assert.True(await third.IsClosedByServerAsync(TimeSpan.FromSeconds(5)), "a third connection was served with max_connections: 2");
+
+        await gateway.WriteConfigAsync(Config(port, extra, upstream.Port, 3));
+        gateway.Signal(GatewayProcess.SIGHUP);
+        await gateway.WaitForOutputAsync("generation 2", TimeSpan.FromSeconds(15));
+        await using var fourth = await OpenServedAsync(extra);
+    }
+
+    private static async Task<RawHttpConnection> OpenServedAsync(int port)
+    {
+        var connection = await RawHttpConnection.ConnectAsync(port);
+        await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        var response = await connection.ReadResponseAsync(timeout: TimeSpan.FromSeconds(5));
+        Assert.Equal(200, response?.Status);
+        return connection;
+    }
+}
