@@ -189,12 +189,12 @@ def main():
     md.append("- versions: " + "; ".join(versions))
     md.append(f"- pinning: {meta['pinning']}")
     extras = [k for k in ("h2c", "bodies") if k in meta["scenarios"].split()]
-    extra = lambda kind: f" + {meta[f'warmup_{kind}_extra_s']} s each {' and '.join(extras)}" if extras else ""
+    extra = lambda kind: " (" + ", ".join(f"+ {meta[f'warmup_{kind}_extra_s']} s {k}" for k in extras) + ")" if extras else ""
     dotnet = " and ".join(NAMES[p] for p in proxies if p in ("portico", "yarp"))
     native = " and ".join(NAMES[p] for p in proxies if p in ("nginx", "haproxy"))
-    warm = [f"{meta[f'warmup_{k}_s']} s{extra(k)} {who}" for k, who in (("dotnet", dotnet), ("native", native)) if who]
-    md.append(f"- runs: {dur} s each; warm-up {', '.join(warm)}; rounds: {meta['repeat']} (medians shown), proxy order "
-              "rotated per round and case; proxies not under test paused (SIGSTOP)")
+    warm = [f"{who} {meta[f'warmup_{k}_s']} s{extra(k)}" for k, who in (("dotnet", dotnet), ("native", native)) if who]
+    md.append(f"- runs: {dur} s each; warm-up: {', '.join(warm)}; rounds: {meta['repeat']} (medians shown), proxy "
+              "order rotated per round and case; proxies not under test paused (SIGSTOP)")
     if meta["yarp_skipped"]:
         md.append(f"- **YARP skipped**: {meta['yarp_skipped']}")
     if meta["upstream_counted"] != "1":
