@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
-# bench/run.sh: side-by-side load benchmark of Portico, nginx and HAProxy in front of the SAME origin
-# (an nginx instance answering a fixed 100-byte body), measured with wrk. See bench/README.md.
+# bench/run.sh: side-by-side load benchmark of Portico, nginx, HAProxy and YARP in front of the SAME origin (an
+# nginx instance serving a fixed 100-byte body and 64 KiB / 1 MiB files). See bench/README.md.
 #
-#   bash bench/run.sh                                   # defaults: WARMUP 30 s Portico / 5 s others,
-#                                                       # DURATION=15, CONNECTIONS="64 256", REPEAT=1
-#   WARMUP=10 DURATION=5 CONNECTIONS="64" bash bench/run.sh   # quick check
+#   bash bench/run.sh              # everything: c64/c256/c1000, bodies, h2c, 10k idle connections (~12 min)
+#   QUICK=1 bash bench/run.sh      # smoke run of every scenario, short runs (~4 min plus the publish)
+#   SCENARIOS="conns" CONNECTIONS="64" bash bench/run.sh     # one scenario, one connection count
+#   REPEAT=3 bash bench/run.sh     # 3 interleaved rounds, medians reported
 #
 # Everything listens on 127.0.0.1 only; every process the script starts is stopped on exit (also on Ctrl-C
-# and on the overall time limit, BENCH_TIMEOUT).
+# and on the overall time limit, BENCH_TIMEOUT). It stops only processes it started, by pid.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 
-DURATION=${DURATION:-15}
-CONNECTIONS=${CONNECTIONS:-"64 256"}
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    # a smoke run: every scenario once, short runs; the numbers only show that everything works
+    DURATION=${DURATION:-3}
+    WARMUP_DOTNET=${WARMUP:-8}
+    WARMUP_NATIVE=${WARMUP:-2}
+    IDLE_SETTLE=${IDLE_SETTLE:-2}
+    RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results/quick}
+else
+    DURATION=${DURATION:-15}
+    WARMUP_DOTNET=${WARMUP:-30}   # the .NET JIT (tiering, PGO) needs about 30 s to reach steady state
+    WARMUP_NATIVE=${WARMUP:-5}
+    IDLE_SETTLE=${IDLE_SETTLE:-5}
+    RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
+fi
+PROXIES_ARG=${PROXIES:-"nginx haproxy portico yarp"}
+SCENARIOS=${SCENARIOS:-"conns bodies h2c idle"}
+CONNECTIONS=${CONNECTIONS:-"64 256 1000"}
+BODIES=${BODIES:-"64k 1m"}
+BODY_CONNECTIONS=${BODY_CONNECTIONS:-64}
+H2_CONNECTIONS=${H2_CONNECTIONS:-64}
+H2_STREAMS=${H2_STREAMS:-10}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+IDLE_CONCURRENCY=${IDLE_CONCURRENCY:-200}
 REPEAT=${REPEAT:-1}
-WARMUP_PORTICO=${WARMUP:-30}
-WARMUP_OTHERS=${WARMUP:-5}
 PORTICO_BIN=${PORTICO_BIN:-}
-RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
+YARP_BIN=${YARP_BIN:-}
 SETTLE=${SETTLE:-1}          # seconds between resuming a proxy and loading it
-KEEP_TMP=${KEEP_TMP:-0}      # 1 = keep the temp dir (configs, logs, raw wrk output)
+KEEP_TMP=${KEEP_TMP:-0}      # 1 = keep the temp dir (configs, logs, raw tool output)
+PYTHON=${PYTHON:-/usr/bin/python3}
 
-PROXIES=(nginx haproxy portico)
 BODY=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789
 
 log() { printf '%s\n' "bench: $*" >&2; }
@@ -32,17 +53,54 @@ die() { log "error: $*"; exit 1; }
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 is_uint "$DURATION" && ((DURATION > 0)) || die "DURATION must be a positive integer (seconds), got '$DURATION'"
 is_uint "$REPEAT" && ((REPEAT > 0)) || die "REPEAT must be a positive integer, got '$REPEAT'"
-is_uint "$WARMUP_PORTICO" || die "WARMUP must be a non-negative integer (seconds), got '$WARMUP_PORTICO'"
+is_uint "$WARMUP_DOTNET" || die "WARMUP must be a non-negative integer (seconds), got '$WARMUP_DOTNET'"
+is_uint "$SETTLE" || die "SETTLE must be a non-negative integer (seconds), got '$SETTLE'"
+is_uint "$IDLE_SETTLE" || die "IDLE_SETTLE must be a non-negative integer (seconds), got '$IDLE_SETTLE'"
+for v in BODY_CONNECTIONS H2_CONNECTIONS H2_STREAMS IDLE_CONNECTIONS IDLE_CONCURRENCY; do
+    is_uint "${!v}" && ((${!v} > 0)) || die "$v must be a positive integer, got '${!v}'"
+done
+
+read -r -a PROXIES <<<"$PROXIES_ARG"
+for p in "${PROXIES[@]}"; do
+    [[ $p =~ ^(nginx|haproxy|portico|yarp)$ ]] || die "PROXIES: unknown proxy '$p' (nginx haproxy portico yarp)"
+done
+((${#PROXIES[@]} > 0)) || die "PROXIES is empty"
+has_proxy() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; }
+
+read -r -a SCEN <<<"$SCENARIOS"
+for s in "${SCEN[@]}"; do
+    [[ $s =~ ^(conns|bodies|h2c|idle)$ ]] || die "SCENARIOS: unknown scenario '$s' (conns bodies h2c idle)"
+done
+((${#SCEN[@]} > 0)) || die "SCENARIOS is empty"
+has_scenario() { [[ " ${SCEN[*]} " == *" $1 "* ]]; }
+
 read -r -a CONNS <<<"$CONNECTIONS"
-((${#CONNS[@]} > 0)) || die "CONNECTIONS is empty"
 MAX_CONNS=0
 for c in "${CONNS[@]}"; do
     is_uint "$c" && ((c > 0 && c <= 10000)) || die "CONNECTIONS: '$c' is not a connection count (1..10000)"
     ((c > MAX_CONNS)) && MAX_CONNS=$c
 done
+if has_scenario conns; then ((${#CONNS[@]} > 0)) || die "CONNECTIONS is empty"; fi
+((MAX_CONNS > 0)) || MAX_CONNS=64
+
+body_bytes() { # 64k -> 65536, 1m -> 1048576, 100 -> 100
+    local v=${1,,}
+    case $v in
+        *k) is_uint "${v%k}" && echo $((${v%k} * 1024)) ;;
+        *m) is_uint "${v%m}" && echo $((${v%m} * 1048576)) ;;
+        *) is_uint "$v" && echo "$v" ;;
+    esac
+}
+read -r -a BODY_SIZES <<<"$BODIES"
+declare -A BODY_BYTES
+for b in "${BODY_SIZES[@]}"; do
+    n=$(body_bytes "$b") && ((n > 0 && n <= 64 * 1048576)) || die "BODIES: '$b' is not a size like 64k or 1m (up to 64m)"
+    BODY_BYTES[$b]=$n
+done
+if has_scenario bodies; then ((${#BODY_SIZES[@]} > 0)) || die "BODIES is empty"; fi
 
 # ---------------------------------------------------------------------------------------------- processes
-PIDS=()       # background processes started by this script (servers, watchdog)
+PIDS=()       # background processes started by this script (servers, clients, watchdog)
 TMP=""
 
 tree_pids() { # a pid and all its descendants (nginx master -> worker), depth first
@@ -55,6 +113,30 @@ tree_pids() { # a pid and all its descendants (nginx master -> worker), depth fi
 signal_tree() { # signal_tree SIG pid
     local p
     for p in $(tree_pids "$2"); do kill -s "$1" "$p" 2>/dev/null || true; done
+}
+
+forget_pid() { # drop a pid from PIDS once it is gone, so cleanup never signals a recycled pid
+    local p keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+stop_tree() { # stop_tree pid: TERM the tree (CONT first: a stopped process ignores TERM), KILL after 5 s
+    local all=() p i alive
+    mapfile -t all < <(tree_pids "$1")
+    if ((${#all[@]} > 0)); then
+        for p in "${all[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
+        for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        for i in $(seq 1 50); do
+            alive=0
+            for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    fi
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
 }
 
 cleanup() {
@@ -85,10 +167,12 @@ trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM HUP
 
 # ---------------------------------------------------------------------------------------------- tools
+export PATH="$PATH:/usr/sbin:/sbin"
 need=()
 for tool in nginx haproxy wrk; do
-    command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || need+=("$tool")
+    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+if has_scenario h2c; then command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client); fi
 if ((${#need[@]} > 0)); then
     ((EUID == 0)) || die "missing ${need[*]}; run as root (the script installs them with apt-get) or install them"
     command -v apt-get >/dev/null || die "missing ${need[*]} and apt-get is not available"
@@ -98,10 +182,35 @@ if ((${#need[@]} > 0)); then
         { timeout 300 apt-get update >&2 && timeout 600 apt-get install -y "${need[@]}" >&2; } ||
         die "apt-get install ${need[*]} failed"
 fi
-export PATH="$PATH:/usr/sbin:/sbin"
-for tool in nginx haproxy wrk curl taskset timeout pgrep awk; do
+for tool in nginx haproxy wrk curl taskset timeout pgrep awk sort; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
+if has_scenario h2c; then command -v h2load >/dev/null || die "h2load not found (Debian package nghttp2-client)"; fi
+[[ -x $PYTHON ]] || die "$PYTHON not found (the report and the idle scenario's client need it; set PYTHON)"
+
+# ---------------------------------------------------------------------------------------------- open files
+# Raise the soft limit up to the hard limit, never beyond it. The idle scenario needs IDLE_CONNECTIONS fds in
+# the client and as many again in the proxy (plus its upstream connections); they are separate processes, and
+# each inherits this limit.
+NOFILE_HARD=$(ulimit -Hn)
+if [[ $NOFILE_HARD == unlimited ]]; then NOFILE_TARGET=65536; else NOFILE_TARGET=$NOFILE_HARD; fi
+ulimit -Sn "$NOFILE_TARGET" 2>/dev/null || true
+NOFILE=$(ulimit -Sn)
+[[ $NOFILE == unlimited ]] && NOFILE=65536
+if has_scenario idle && ((IDLE_CONNECTIONS + 1000 > NOFILE)); then
+    die "open-files limit $NOFILE is too low for IDLE_CONNECTIONS=$IDLE_CONNECTIONS (need about $((IDLE_CONNECTIONS + 1000))); lower IDLE_CONNECTIONS or raise the hard limit"
+fi
+if has_scenario conns && ((MAX_CONNS + 1000 > NOFILE)); then
+    die "open-files limit $NOFILE is too low for $MAX_CONNS connections"
+fi
+# nginx counts client and upstream connections against worker_connections
+NGINX_WORKER_CONNECTIONS=$((NOFILE - 64))
+((NGINX_WORKER_CONNECTIONS > 32768)) && NGINX_WORKER_CONNECTIONS=32768
+# HAProxy sizes its fd need as 2 x maxconn and by default refuses to start when the limit is lower
+# (strict-limits); idle client connections need one fd each, so the cap is set above IDLE_CONNECTIONS and
+# strict-limits is off (HAProxy then logs an alert and runs).
+HAPROXY_MAXCONN=$((IDLE_CONNECTIONS + 2048))
+((HAPROXY_MAXCONN < MAX_CONNS + 2048)) && HAPROXY_MAXCONN=$((MAX_CONNS + 2048))
 
 # ---------------------------------------------------------------------------------------------- CPU pinning
 expand_cpu_list() { # "0-1,4" -> "0 1 4"
@@ -119,24 +228,40 @@ if ((${#ALLOWED_CPUS[@]} >= 2)); then
     LOAD_CPU=${LOAD_CPU:-${ALLOWED_CPUS[1]}}
     PIN_PROXY=(taskset -c "$PROXY_CPU")
     PIN_LOAD=(taskset -c "$LOAD_CPU")
-    PINNING="proxy under test pinned to CPU $PROXY_CPU (taskset -c $PROXY_CPU); origin and wrk pinned to CPU $LOAD_CPU"
+    PINNING="proxy under test pinned to CPU $PROXY_CPU (taskset -c $PROXY_CPU); origin and load generator pinned to CPU $LOAD_CPU"
 else
     PROXY_CPU="" LOAD_CPU=""
     PIN_PROXY=() PIN_LOAD=()
-    PINNING="NOT pinned: only one CPU visible, proxy, origin and wrk share it (numbers are indicative only)"
+    PINNING="NOT pinned: only one CPU visible, proxy, origin and load generator share it (numbers are indicative only)"
 fi
 
 # ---------------------------------------------------------------------------------------------- time limit
-ncases=$((REPEAT * ${#CONNS[@]} * ${#PROXIES[@]}))
+nload=0
+has_scenario conns && nload=$((nload + ${#CONNS[@]}))
+has_scenario bodies && nload=$((nload + ${#BODY_SIZES[@]}))
+has_scenario h2c && nload=$((nload + 1))
+nidle=0
+has_scenario idle && nidle=1
+extra_warmup() { # the h2c and body warm-ups: a third of the main warm-up, at least 2 s, at most the warm-up
+    local e=$(($1 / 3))
+    ((e < 2)) && e=2
+    ((e > $1)) && e=$1
+    echo "$e"
+}
+EXTRA_DOTNET=$(extra_warmup "$WARMUP_DOTNET")
+EXTRA_NATIVE=$(extra_warmup "$WARMUP_NATIVE")
 publish_budget=0
-[[ -z $PORTICO_BIN ]] && publish_budget=900
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((publish_budget + 120 + WARMUP_PORTICO + 2 * WARMUP_OTHERS + 3 * (SETTLE + 10) + ncases * (DURATION + SETTLE + 10)))}
+[[ -z $PORTICO_BIN ]] && publish_budget=$((publish_budget + 900))
+[[ -z $YARP_BIN ]] && has_proxy yarp && publish_budget=$((publish_budget + 900))
+np=${#PROXIES[@]}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((publish_budget + 180 + np * (WARMUP_DOTNET + 2 * EXTRA_DOTNET + 3 * SETTLE + 40) + \
+    REPEAT * np * (nload * (DURATION + SETTLE + 15) + nidle * (IDLE_SETTLE + 240))))}
 is_uint "$BENCH_TIMEOUT" || die "BENCH_TIMEOUT must be an integer (seconds)"
 (sleep "$BENCH_TIMEOUT" && echo "bench: time limit BENCH_TIMEOUT=${BENCH_TIMEOUT}s reached, stopping" >&2 &&
     kill -TERM $$) &
 PIDS+=($!)
 
-# ---------------------------------------------------------------------------------------------- Portico binary
+# ---------------------------------------------------------------------------------------------- binaries
 if [[ -z $PORTICO_BIN ]]; then
     command -v dotnet >/dev/null || die "dotnet not found (set PORTICO_BIN to a published portico binary)"
     log "publishing Portico (Release) to bench/out/portico"
@@ -151,16 +276,52 @@ fi
 [[ -x $PORTICO_BIN ]] || die "PORTICO_BIN=$PORTICO_BIN is not an executable"
 PORTICO_BIN=$(cd "$(dirname "$PORTICO_BIN")" && pwd)/$(basename "$PORTICO_BIN")
 
+# YARP is a comparison peer built from bench/YarpProxy (never part of Portico.slnx). When it cannot be built,
+# the run goes on without it and says so in the report.
+YARP_SKIPPED=""
+skip_yarp() {
+    YARP_SKIPPED=$1
+    log "YARP skipped: $1"
+    local keep=() p
+    for p in "${PROXIES[@]}"; do [[ $p == yarp ]] || keep+=("$p"); done
+    PROXIES=("${keep[@]}")
+}
+if has_proxy yarp && [[ -z $YARP_BIN ]]; then
+    if ! command -v dotnet >/dev/null; then
+        skip_yarp "dotnet not found (set YARP_BIN to a published bench/YarpProxy)"
+    else
+        log "publishing bench/YarpProxy (Yarp.ReverseProxy 2.1.0, Release) to bench/out/yarp"
+        mkdir -p "$BENCH_DIR/out"
+        if (cd "$REPO_DIR" && timeout 900 dotnet publish bench/YarpProxy -c Release -o bench/out/yarp \
+            >"$BENCH_DIR/out/publish-yarp.log" 2>&1); then
+            YARP_BIN=$BENCH_DIR/out/yarp/yarp-proxy
+        else
+            tail -n 15 "$BENCH_DIR/out/publish-yarp.log" >&2
+            skip_yarp "dotnet publish bench/YarpProxy failed (restore of Yarp.ReverseProxy 2.1.0? log: bench/out/publish-yarp.log)"
+        fi
+    fi
+fi
+if has_proxy yarp; then
+    [[ -x $YARP_BIN ]] || die "YARP_BIN=$YARP_BIN is not an executable"
+    YARP_BIN=$(cd "$(dirname "$YARP_BIN")" && pwd)/$(basename "$YARP_BIN")
+fi
+((${#PROXIES[@]} > 0)) || die "no proxy left to measure"
+
 # ---------------------------------------------------------------------------------------------- ports + configs
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-bench.XXXXXX")
-mkdir -p "$TMP/wrk"
+mkdir -p "$TMP/out" "$TMP/www/bodies"
+chmod 755 "$TMP" "$TMP/www" "$TMP/www/bodies"
 
+# Ports come from below the kernel's ephemeral range when there is room, so that client connections (10,000 in
+# the idle scenario, the proxies' upstream connections) never take a port picked here before it is bound.
+read -r EPHEMERAL_LOW _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
+if ((EPHEMERAL_LOW > 12000)); then PORT_LO=10000 PORT_SPAN=$((EPHEMERAL_LOW - 10000)); else PORT_LO=20000 PORT_SPAN=30000; fi
 USED_PORTS=()
 PORT=0
 pick_port() { # sets PORT to a free 127.0.0.1 port not handed out before
     local p i
     for i in $(seq 1 500); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((PORT_LO + (RANDOM * 32768 + RANDOM) % PORT_SPAN))
         [[ " ${USED_PORTS[*]} " == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             USED_PORTS+=("$p")
@@ -171,23 +332,29 @@ pick_port() { # sets PORT to a free 127.0.0.1 port not handed out before
     die "no free port found"
 }
 pick_port; ORIGIN_PORT=$PORT
-declare -A PORT_OF PID_OF
-for p in "${PROXIES[@]}"; do pick_port; PORT_OF[$p]=$PORT; done
+pick_port; ORIGIN_STATUS_PORT=$PORT
+
+for b in "${BODY_SIZES[@]}"; do
+    head -c "${BODY_BYTES[$b]}" /dev/urandom >"$TMP/www/bodies/$b.bin"
+    chmod 644 "$TMP/www/bodies/$b.bin"
+done
 
 nginx_user_line=""
 if ((EUID == 0)) && id nobody >/dev/null 2>&1; then
     nginx_user_line="user nobody $(id -gn nobody);"
 fi
 
-nginx_common() { # $1 = name; paths that nginx would otherwise put under /var
+nginx_common() { # $1 = instance name; paths that nginx would otherwise put under /var
+    mkdir -p "$TMP/$1-temp"
     cat <<EOF
 $nginx_user_line
 daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile $NOFILE;
 pid $TMP/$1.pid;
 error_log $TMP/$1-error.log warn;
-events { worker_connections 8192; }
+events { worker_connections $NGINX_WORKER_CONNECTIONS; }
 EOF
 }
 nginx_http_common() {
@@ -201,9 +368,8 @@ nginx_http_common() {
 EOF
 }
 
-mkdir -p "$TMP/origin-temp" "$TMP/nginx-temp"
-chmod 755 "$TMP"
-
+# The origin: the 100-byte body on every path, the body files under /bodies/, and stub_status on a port of its
+# own (its "accepts" counter is how the upstream connections each proxy opens are counted).
 {
     nginx_common origin
     cat <<EOF
@@ -211,32 +377,55 @@ http {
 $(nginx_http_common origin)
     keepalive_timeout 3600s;
     keepalive_requests 100000000;
+    sendfile on;
+    tcp_nopush on;
     server {
-        listen 127.0.0.1:$ORIGIN_PORT;
+        listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
         location / {
             default_type text/plain;
             return 200 "$BODY";
         }
+        location /bodies/ {
+            root $TMP/www;
+            default_type application/octet-stream;
+        }
+    }
+    server {
+        listen 127.0.0.1:$ORIGIN_STATUS_PORT;
+        location / { stub_status; }
     }
 }
 EOF
 } >"$TMP/origin.conf"
 
-{
-    nginx_common nginx
-    cat <<EOF
+# write_config proxy instance port h2c_port: the proxy's config in $TMP/<instance>.<ext>
+write_config() {
+    local proxy=$1 name=$2 port=$3 h2port=$4
+    case $proxy in
+        nginx)
+            {
+                nginx_common "$name"
+                cat <<EOF
 http {
-$(nginx_http_common nginx)
+$(nginx_http_common "$name")
     keepalive_timeout 75s;
     keepalive_requests 100000000;
+    # Buffer responses in memory only: with temp files on (the default) a 1 MiB body is written to disk and read
+    # back, which no other proxy here does.
+    proxy_max_temp_file_size 0;
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 64;
+        # the idle-connection cache per worker; at least the largest connection count, as the other proxies
+        # (Portico: connection_pool_size 1000) keep that many, otherwise nginx closes and reopens upstream
+        # connections under load
+        keepalive 1024;
         keepalive_requests 100000000;
         keepalive_timeout 3600s;
     }
     server {
-        listen 127.0.0.1:${PORT_OF[nginx]};
+        listen 127.0.0.1:$port backlog=4096;
+        # h2c with prior knowledge: "http2" on a listen without ssl (nginx 1.22 serves only HTTP/2 there)
+        listen 127.0.0.1:$h2port http2 backlog=4096;
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -245,35 +434,42 @@ $(nginx_http_common nginx)
     }
 }
 EOF
-} >"$TMP/nginx.conf"
-
-cat >"$TMP/haproxy.cfg" <<EOF
+            } >"$TMP/$name.conf"
+            ;;
+        haproxy)
+            cat >"$TMP/$name.cfg" <<EOF
 global
     nbthread 1
-    maxconn 8192
+    maxconn $HAPROXY_MAXCONN
+    no strict-limits
 
 defaults
     mode http
+    maxconn $HAPROXY_MAXCONN
     option http-keep-alive
     timeout connect 5s
-    timeout client 60s
+    timeout client 75s
     timeout server 60s
-    timeout http-keep-alive 60s
+    timeout http-keep-alive 75s
     timeout http-request 10s
     http-reuse always
 
 frontend bench
-    bind 127.0.0.1:${PORT_OF[haproxy]}
+    bind 127.0.0.1:$port backlog 4096
+    bind 127.0.0.1:$h2port proto h2 backlog 4096
     default_backend origin
 
 backend origin
     server origin1 127.0.0.1:$ORIGIN_PORT
 EOF
-
-cat >"$TMP/portico.yaml" <<EOF
+            ;;
+        portico)
+            cat >"$TMP/$name.yaml" <<EOF
 # One upstream and no routes: every request goes to it. Admin listener off, logging at warn (no access log).
+# h2c is served on the same port (prior knowledge).
 server:
-  bind_address: "127.0.0.1:${PORT_OF[portico]}"
+  bind_address: "127.0.0.1:$port"
+  upgrade_socket: "off"
 upstreams:
   origin:
     servers:
@@ -283,51 +479,107 @@ admin:
 logging:
   level: "warn"
 EOF
+            ;;
+        yarp) : ;;   # configured on the command line: bench/YarpProxy/Program.cs
+    esac
+}
 
-nginx -t -q -c "$TMP/origin.conf" -e "$TMP/origin-error.log" 2>"$TMP/origin-check.log" ||
-    { cat "$TMP/origin-check.log" >&2; die "origin nginx config invalid"; }
-nginx -t -q -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" 2>"$TMP/nginx-check.log" ||
-    { cat "$TMP/nginx-check.log" >&2; die "nginx proxy config invalid"; }
-haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1 ||
-    { cat "$TMP/haproxy-check.log" >&2; die "haproxy config invalid"; }
-"$PORTICO_BIN" validate "$TMP/portico.yaml" >"$TMP/portico-check.log" 2>&1 ||
-    { cat "$TMP/portico-check.log" >&2; die "portico config invalid"; }
+check_config() { # check_config proxy instance
+    case $1 in
+        nginx) nginx -t -q -c "$TMP/$2.conf" -e "$TMP/$2-error.log" >"$TMP/$2-check.log" 2>&1 ;;
+        haproxy) haproxy -c -q -f "$TMP/$2.cfg" >"$TMP/$2-check.log" 2>&1 ;;
+        portico) "$PORTICO_BIN" validate "$TMP/$2.yaml" >"$TMP/$2-check.log" 2>&1 ;;
+        yarp) true ;;
+    esac || { cat "$TMP/$2-check.log" >&2; die "$1 config ($2) invalid"; }
+}
 
-# ---------------------------------------------------------------------------------------------- start
-wait_ready() { # wait_ready name port pid logfile
-    local i out
+STARTED_PID=0
+start_proxy() { # start_proxy proxy instance port h2c_port: pinned to the proxy CPU; sets STARTED_PID
+    local proxy=$1 name=$2 port=$3 h2port=$4
+    case $proxy in
+        nginx) "${PIN_PROXY[@]}" nginx -c "$TMP/$name.conf" -e "$TMP/$name-error.log" >"$TMP/$name.out" 2>&1 & ;;
+        haproxy) "${PIN_PROXY[@]}" haproxy -db -f "$TMP/$name.cfg" >"$TMP/$name.out" 2>&1 & ;;
+        portico)
+            (cd "$TMP" && exec env -u PORTICO_LOG "${PIN_PROXY[@]}" "$PORTICO_BIN" "$TMP/$name.yaml" \
+                >"$TMP/$name.out" 2>&1) &
+            ;;
+        yarp)
+            (cd "$TMP" && exec env -u ASPNETCORE_URLS -u DOTNET_gcServer "${PIN_PROXY[@]}" "$YARP_BIN" \
+                "127.0.0.1:$port" "127.0.0.1:$h2port" "http://127.0.0.1:$ORIGIN_PORT/" >"$TMP/$name.out" 2>&1) &
+            ;;
+    esac
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+}
+
+log_of() { if [[ $1 == nginx ]]; then echo "$TMP/$2-error.log"; else echo "$TMP/$2.out"; fi; }
+
+wait_ready() { # wait_ready name port pid logfile [curl options...]
+    local name=$1 port=$2 pid=$3 logf=$4 i out
+    shift 4
     for i in $(seq 1 150); do
-        kill -0 "$3" 2>/dev/null || { tail -n 30 "$4" >&2 || true; die "$1 exited during startup"; }
-        out=$(curl -s --max-time 2 "http://127.0.0.1:$2/" 2>/dev/null || true)
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$logf" >&2 || true; die "$name exited during startup"; }
+        out=$(curl -s --max-time 2 "$@" "http://127.0.0.1:$port/" 2>/dev/null || true)
         if [[ $out == "$BODY" ]]; then return 0; fi
         sleep 0.2
     done
-    tail -n 30 "$4" >&2 || true
-    die "$1 on 127.0.0.1:$2 did not answer the 100-byte body within 30 s (last answer: ${out:0:200})"
+    tail -n 30 "$logf" >&2 || true
+    die "$name on 127.0.0.1:$port did not answer the 100-byte body within 30 s (last answer: ${out:0:200})"
 }
 
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+wait_ready_all() { # wait_ready_all proxy instance port h2c_port pid: HTTP/1.1, h2c, and a body when selected
+    local proxy=$1 name=$2 port=$3 h2port=$4 pid=$5 logf
+    logf=$(log_of "$proxy" "$name")
+    wait_ready "$name" "$port" "$pid" "$logf"
+    if has_scenario h2c; then
+        wait_ready "$name (h2c)" "$h2port" "$pid" "$logf" --http2-prior-knowledge
+    fi
+}
 
-log "origin: nginx on 127.0.0.1:$ORIGIN_PORT; temp dir $TMP"
+nginx -t -q -c "$TMP/origin.conf" -e "$TMP/origin-error.log" 2>"$TMP/origin-check.log" ||
+    { cat "$TMP/origin-check.log" >&2; die "origin nginx config invalid"; }
+
+declare -A PORT_OF H2_PORT_OF PID_OF
+for p in "${PROXIES[@]}"; do
+    pick_port; PORT_OF[$p]=$PORT
+    if [[ $p == portico ]]; then H2_PORT_OF[$p]=$PORT; else pick_port; H2_PORT_OF[$p]=$PORT; fi
+    write_config "$p" "$p" "${PORT_OF[$p]}" "${H2_PORT_OF[$p]}"
+    check_config "$p" "$p"
+done
+
+# ---------------------------------------------------------------------------------------------- start
+log "origin: nginx on 127.0.0.1:$ORIGIN_PORT (stub_status on $ORIGIN_STATUS_PORT); temp dir $TMP; open files $NOFILE"
 "${PIN_LOAD[@]}" nginx -c "$TMP/origin.conf" -e "$TMP/origin-error.log" >"$TMP/origin.out" 2>&1 &
 ORIGIN_PID=$!
 PIDS+=("$ORIGIN_PID")
 wait_ready origin "$ORIGIN_PORT" "$ORIGIN_PID" "$TMP/origin-error.log"
+for b in "${BODY_SIZES[@]}"; do
+    n=$(curl -s --max-time 5 -o /dev/null -w '%{size_download}' "http://127.0.0.1:$ORIGIN_PORT/bodies/$b.bin" || true)
+    [[ $n == "${BODY_BYTES[$b]}" ]] || die "origin did not serve /bodies/$b.bin (${BODY_BYTES[$b]} bytes; got '$n')"
+done
 
-"${PIN_PROXY[@]}" nginx -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
-PID_OF[nginx]=$!
-PIDS+=("${PID_OF[nginx]}")
-"${PIN_PROXY[@]}" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.out" 2>&1 &
-PID_OF[haproxy]=$!
-PIDS+=("${PID_OF[haproxy]}")
-(cd "$TMP" && exec env -u PORTICO_LOG "${PIN_PROXY[@]}" "$PORTICO_BIN" "$TMP/portico.yaml" >"$TMP/portico.out" 2>&1) &
-PID_OF[portico]=$!
-PIDS+=("${PID_OF[portico]}")
+ORIGIN_ACCEPTS_OK=1
+origin_accepts() { # the origin's accepted-connections counter, minus nothing (see upstream_new)
+    curl -s --max-time 5 "http://127.0.0.1:$ORIGIN_STATUS_PORT/" 2>/dev/null | awk 'NR == 3 { print $1 }'
+}
+is_uint "$(origin_accepts)" || { ORIGIN_ACCEPTS_OK=0; log "warning: the origin's stub_status does not answer; upstream connections are not counted"; }
+upstream_new() { # upstream_new before after: connections accepted in between, without the status request itself
+    if ((ORIGIN_ACCEPTS_OK)) && is_uint "$1" && is_uint "$2"; then echo $(($2 - $1 - 1)); else echo -1; fi
+}
 
-wait_ready nginx "${PORT_OF[nginx]}" "${PID_OF[nginx]}" "$TMP/nginx-error.log"
-wait_ready haproxy "${PORT_OF[haproxy]}" "${PID_OF[haproxy]}" "$TMP/haproxy.out"
-wait_ready portico "${PORT_OF[portico]}" "${PID_OF[portico]}" "$TMP/portico.out"
-for p in "${PROXIES[@]}"; do log "$p: 127.0.0.1:${PORT_OF[$p]} (pid ${PID_OF[$p]})"; done
+for p in "${PROXIES[@]}"; do
+    start_proxy "$p" "$p" "${PORT_OF[$p]}" "${H2_PORT_OF[$p]}"
+    PID_OF[$p]=$STARTED_PID
+done
+for p in "${PROXIES[@]}"; do
+    wait_ready_all "$p" "$p" "${PORT_OF[$p]}" "${H2_PORT_OF[$p]}" "${PID_OF[$p]}"
+    for b in "${BODY_SIZES[@]}"; do
+        has_scenario bodies || break
+        n=$(curl -s --max-time 10 -o /dev/null -w '%{size_download}' "http://127.0.0.1:${PORT_OF[$p]}/bodies/$b.bin" || true)
+        [[ $n == "${BODY_BYTES[$b]}" ]] || die "$p did not pass /bodies/$b.bin through (${BODY_BYTES[$b]} bytes; got '$n')"
+    done
+    log "$p: 127.0.0.1:${PORT_OF[$p]}, h2c 127.0.0.1:${H2_PORT_OF[$p]} (pid ${PID_OF[$p]})"
+done
 
 # ---------------------------------------------------------------------------------------------- measuring
 CLK_TCK=$(getconf CLK_TCK)
@@ -343,12 +595,28 @@ cpu_ticks() { # utime+stime of a pid and its descendants, in clock ticks
     echo "$total"
 }
 
+mem_kib() { # mem_kib pid field: VmRSS or VmHWM summed over the process tree (nginx: master + worker), KiB
+    local total=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk -v k="$2:" '$1 == k { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        is_uint "$v" && total=$((total + v))
+    done
+    echo "$total"
+}
+
 pause_others() { local p; for p in "${PROXIES[@]}"; do [[ $p == "$1" ]] || signal_tree STOP "${PID_OF[$p]}"; done; }
 resume_others() { local p; for p in "${PROXIES[@]}"; do [[ $p == "$1" ]] || signal_tree CONT "${PID_OF[$p]}"; done; }
 
-run_wrk() { # run_wrk port connections seconds outfile
+run_wrk() { # run_wrk port connections seconds path outfile
     timeout --foreground -k 5 $(($3 + 30)) "${PIN_LOAD[@]}" \
-        wrk -t1 -c"$2" -d"$3"s --latency --timeout 10s "http://127.0.0.1:$1/" >"$4" 2>&1
+        wrk -t1 -c"$2" -d"$3"s --latency --timeout 10s "http://127.0.0.1:$1$4" >"$5" 2>&1
+}
+
+run_h2load() { # run_h2load port connections streams seconds outfile [logfile]
+    local logopt=()
+    [[ -n ${6:-} ]] && logopt=(--log-file="$6")
+    timeout --foreground -k 5 $(($4 + 30)) "${PIN_LOAD[@]}" \
+        h2load -t1 -c"$2" -m"$3" -D"$4" "${logopt[@]}" "http://127.0.0.1:$1/" >"$5" 2>&1
 }
 
 # prints: rps p50_ms p75_ms p90_ms p99_ms requests socket_errors non2xx
@@ -375,184 +643,212 @@ parse_wrk() {
     }' "$1"
 }
 
-warmup_of() { if [[ $1 == portico ]]; then echo "$WARMUP_PORTICO"; else echo "$WARMUP_OTHERS"; fi; }
+# prints the same fields for h2load: req/s from its summary, percentiles from its per-request log (column 3 is
+# the microseconds until the end of the response; h2load itself reports only min, max, mean and sd)
+parse_h2load() { # parse_h2load outfile logfile
+    local pct
+    pct=$(awk -F'\t' '{ print $3 }' "$2" 2>/dev/null | sort -n | awk '
+        { v[NR] = $1 }
+        function at(q,   i) { i = int(q * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] / 1000 }
+        END { if (NR == 0) { print "0 0 0 0"; exit } printf "%.3f %.3f %.3f %.3f\n", at(0.50), at(0.75), at(0.90), at(0.99) }')
+    awk -v pct="$pct" '
+    /^finished in/ { rps = $4 }
+    /^requests:/ { gsub(/,/, ""); ok = $8; err = $10 + $12 + $14 }
+    /^status codes:/ { gsub(/,/, ""); non2xx = $5 + $7 + $9 }
+    END {
+        if (rps == "") exit 1
+        split(pct, q, " ")
+        printf "%s %s %s %s %s %d %d %d\n", rps, q[1], q[2], q[3], q[4], ok, err + 0, non2xx + 0
+    }' "$1"
+}
+
+is_dotnet() { [[ $1 == portico || $1 == yarp ]]; }
+
+# The load cases of one round: scenario, case label, connections, streams (h2c), path, body bytes
+CASES=()
+if has_scenario conns; then for c in "${CONNS[@]}"; do CASES+=("conns c$c $c 1 / ${#BODY}"); done; fi
+if has_scenario bodies; then
+    for b in "${BODY_SIZES[@]}"; do CASES+=("bodies $b $BODY_CONNECTIONS 1 /bodies/$b.bin ${BODY_BYTES[$b]}"); done
+fi
+if has_scenario h2c; then CASES+=("h2c c${H2_CONNECTIONS}m$H2_STREAMS $H2_CONNECTIONS $H2_STREAMS / ${#BODY}"); fi
 
 for p in "${PROXIES[@]}"; do
-    w=$(warmup_of "$p")
+    ((${#CASES[@]} > 0)) || break   # the idle scenario alone measures fresh processes only
+    if is_dotnet "$p"; then w=$WARMUP_DOTNET extra=$EXTRA_DOTNET; else w=$WARMUP_NATIVE extra=$EXTRA_NATIVE; fi
     ((w > 0)) || continue
-    log "warm-up: $p, ${w} s at $MAX_CONNS connections"
+    log "warm-up: $p, ${w} s at $MAX_CONNS connections$(has_scenario h2c && echo ", ${extra} s h2c")$(has_scenario bodies && echo ", ${extra} s ${BODY_SIZES[0]} bodies")"
     pause_others "$p"
-    run_wrk "${PORT_OF[$p]}" "$MAX_CONNS" "$w" "$TMP/wrk/warmup-$p.txt" || log "warning: warm-up run of $p failed (see KEEP_TMP=1)"
+    run_wrk "${PORT_OF[$p]}" "$MAX_CONNS" "$w" / "$TMP/out/warmup-$p.txt" || log "warning: warm-up run of $p failed (see KEEP_TMP=1)"
+    if has_scenario h2c; then
+        run_h2load "${H2_PORT_OF[$p]}" "$H2_CONNECTIONS" "$H2_STREAMS" "$extra" "$TMP/out/warmup-h2c-$p.txt" ||
+            log "warning: h2c warm-up run of $p failed (see KEEP_TMP=1)"
+    fi
+    if has_scenario bodies; then
+        run_wrk "${PORT_OF[$p]}" "$BODY_CONNECTIONS" "$extra" "/bodies/${BODY_SIZES[0]}.bin" "$TMP/out/warmup-body-$p.txt" ||
+            log "warning: body warm-up run of $p failed (see KEEP_TMP=1)"
+    fi
     resume_others "$p"
 done
 
 RUNS=$TMP/runs.tsv
+IDLE=$TMP/idle.tsv
 : >"$RUNS"
+: >"$IDLE"
+
+measure_load() { # measure_load round case_index "scenario case conns streams path bytes" proxy
+    local round=$1 ci=$2 scenario label c m path bytes p=$4 out hlog rc m0 t0 o0 a0 t1 o1 a1 parsed
+    read -r scenario label c m path bytes <<<"$3"
+    out="$TMP/out/r$round-$scenario-$label-$p.txt"
+    hlog="$TMP/out/r$round-$scenario-$label-$p.h2log"
+    pause_others "$p"
+    sleep "$SETTLE"
+    a0=$(origin_accepts)
+    t0=$(cpu_ticks "${PID_OF[$p]}")
+    o0=$(cpu_ticks "$ORIGIN_PID")
+    rc=0
+    if [[ $scenario == h2c ]]; then
+        run_h2load "${H2_PORT_OF[$p]}" "$c" "$m" "$DURATION" "$out" "$hlog" || rc=$?
+    else
+        run_wrk "${PORT_OF[$p]}" "$c" "$DURATION" "$path" "$out" || rc=$?
+    fi
+    t1=$(cpu_ticks "${PID_OF[$p]}")
+    o1=$(cpu_ticks "$ORIGIN_PID")
+    a1=$(origin_accepts)
+    resume_others "$p"
+    kill -0 "${PID_OF[$p]}" 2>/dev/null || die "$p died during the run (log: $(log_of "$p" "$p"))"
+    if [[ $scenario == h2c ]]; then
+        parsed=$( ((rc == 0)) && parse_h2load "$out" "$hlog") || parsed=""
+        [[ $KEEP_TMP == 1 ]] || rm -f "$hlog"
+    else
+        parsed=$( ((rc == 0)) && parse_wrk "$out") || parsed=""
+    fi
+    if [[ -z $parsed ]]; then
+        cat "$out" >&2 || true
+        die "load against $p ($scenario $label) failed (exit $rc)"
+    fi
+    local rps p50 p75 p90 p99 req err non2xx cpu ocpu up
+    read -r rps p50 p75 p90 p99 req err non2xx <<<"$parsed"
+    cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    ocpu=$(awk -v a="$o0" -v b="$o1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    up=$(upstream_new "$a0" "$a1")
+    printf '%s\n' "$round	$scenario	$label	$p	$c	$m	$bytes	$DURATION	$rps	$p50	$p75	$p90	$p99	$req	$err	$non2xx	$cpu	$ocpu	$up" >>"$RUNS"
+    log "round $round/$REPEAT $scenario $label $p: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, proxy CPU ${cpu} s, new upstream conns $up, errors $err, non-2xx $non2xx"
+}
+
+# The idle scenario: a FRESH process of the proxy (the warmed-up one has grown its pools and heaps), its RSS once
+# ready, then with IDLE_CONNECTIONS keep-alive connections open, each having carried one request.
+measure_idle() { # measure_idle round proxy
+    local round=$1 p=$2 name port h2port pid cpid cout i line before with hwm a0 a1 ok failed open_s still up q
+    name="$p-idle-r$round"
+    pick_port; port=$PORT
+    if [[ $p == portico ]]; then h2port=$port; else pick_port; h2port=$PORT; fi
+    write_config "$p" "$name" "$port" "$h2port"
+    check_config "$p" "$name"
+    for q in "${PROXIES[@]}"; do signal_tree STOP "${PID_OF[$q]}"; done
+    start_proxy "$p" "$name" "$port" "$h2port"
+    pid=$STARTED_PID
+    wait_ready "$name" "$port" "$pid" "$(log_of "$p" "$name")"
+    sleep 1
+    before=$(mem_kib "$pid" VmRSS)
+    a0=$(origin_accepts)
+    cout="$TMP/out/$name-client.txt"
+    "${PIN_LOAD[@]}" "$PYTHON" "$BENCH_DIR/idle_clients.py" 127.0.0.1 "$port" "$IDLE_CONNECTIONS" \
+        --concurrency "$IDLE_CONCURRENCY" >"$cout" 2>&1 &
+    cpid=$!
+    PIDS+=("$cpid")
+    line=""
+    for i in $(seq 1 1800); do   # up to 180 s to open them all
+        line=$(grep -m1 '^ready ' "$cout" 2>/dev/null || true)
+        [[ -n $line ]] && break
+        kill -0 "$cpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n $line ]] || { cat "$cout" >&2; stop_tree "$cpid"; stop_tree "$pid"; die "idle client against $p did not get ready"; }
+    ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$line")
+    failed=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' <<<"$line")
+    open_s=$(sed -n 's/.* open_s=\([0-9.]*\).*/\1/p' <<<"$line")
+    sleep "$IDLE_SETTLE"
+    with=$(mem_kib "$pid" VmRSS)
+    hwm=$(mem_kib "$pid" VmHWM)
+    a1=$(origin_accepts)
+    kill -TERM "$cpid" 2>/dev/null || true
+    for i in $(seq 1 100); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+    stop_tree "$cpid"
+    still=$(sed -n 's/^closing still_open=\([0-9]*\).*/\1/p' "$cout")
+    is_uint "$still" || still=-1
+    kill -0 "$pid" 2>/dev/null || die "$p ($name) died during the idle scenario (log: $(log_of "$p" "$name"))"
+    stop_tree "$pid"
+    for q in "${PROXIES[@]}"; do signal_tree CONT "${PID_OF[$q]}"; done
+    up=$(upstream_new "$a0" "$a1")
+    printf '%s\n' "$round	$p	$IDLE_CONNECTIONS	$ok	$failed	$still	$before	$with	$hwm	$open_s	$up" >>"$IDLE"
+    log "round $round/$REPEAT idle $p: RSS $((before / 1024)) MiB fresh, $((with / 1024)) MiB with $ok idle connections ($failed failed, $still still open at the end, opened in ${open_s} s), new upstream conns $up"
+}
+
 for ((round = 1; round <= REPEAT; round++)); do
-    for c in "${CONNS[@]}"; do
-        # interleave: rotate the proxy order every round so no proxy always goes first
+    for ((ci = 0; ci < ${#CASES[@]}; ci++)); do
+        # interleave: rotate the proxy order with every round and every case so no proxy always goes first
         for ((k = 0; k < ${#PROXIES[@]}; k++)); do
-            p=${PROXIES[$(((k + round - 1) % ${#PROXIES[@]}))]}
-            out="$TMP/wrk/r$round-c$c-$p.txt"
-            pause_others "$p"
-            sleep "$SETTLE"
-            t0=$(cpu_ticks "${PID_OF[$p]}")
-            o0=$(cpu_ticks "$ORIGIN_PID")
-            rc=0
-            run_wrk "${PORT_OF[$p]}" "$c" "$DURATION" "$out" || rc=$?
-            t1=$(cpu_ticks "${PID_OF[$p]}")
-            o1=$(cpu_ticks "$ORIGIN_PID")
-            resume_others "$p"
-            if ! kill -0 "${PID_OF[$p]}" 2>/dev/null; then die "$p died during the run"; fi
-            if ((rc != 0)) || ! m=$(parse_wrk "$out"); then
-                cat "$out" >&2 || true
-                die "wrk against $p (c=$c) failed (exit $rc)"
-            fi
-            read -r rps p50 p75 p90 p99 req err non2xx <<<"$m"
-            cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
-            ocpu=$(awk -v a="$o0" -v b="$o1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-                "$round" "$p" "$c" "$rps" "$p50" "$p75" "$p90" "$p99" "$req" "$err" "$non2xx" "$cpu" "$ocpu" >>"$RUNS"
-            log "round $round/$REPEAT c=$c $p: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, proxy CPU ${cpu} s, errors $err, non-2xx $non2xx"
+            measure_load "$round" "$ci" "${CASES[$ci]}" "${PROXIES[$(((k + round - 1 + ci) % ${#PROXIES[@]}))]}"
         done
     done
+    if has_scenario idle; then
+        for ((k = 0; k < ${#PROXIES[@]}; k++)); do
+            measure_idle "$round" "${PROXIES[$(((k + round - 1) % ${#PROXIES[@]}))]}"
+        done
+    fi
 done
 
 # ---------------------------------------------------------------------------------------------- report
-json_str() { # JSON string literal
-    local s=$1
-    s=${s//\\/\\\\}
-    s=${s//\"/\\\"}
-    s=${s//$'\t'/ }
-    s=${s//$'\n'/ }
-    s=${s//$'\r'/}
-    printf '"%s"' "$s"
-}
-
-DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-STAMP=$(date -u +%Y%m%d-%H%M%S)
 CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
 [[ -n $CPU_MODEL ]] || CPU_MODEL=$(lscpu 2>/dev/null | awk -F': *' '/Model name/ {print $2; exit}' || true)
 first_line() { "$@" 2>&1 | head -n1 || true; }   # version commands may exit non-zero (wrk -v does)
-NGINX_VERSION=$(first_line nginx -v)
-HAPROXY_VERSION=$(first_line haproxy -v)
-DOTNET_VERSION=$(dotnet --version 2>/dev/null || echo "n/a")
-PORTICO_VERSION=$("$PORTICO_BIN" version 2>/dev/null | head -n1 || true)
-[[ -n $PORTICO_VERSION ]] || PORTICO_VERSION="n/a"
-WRK_VERSION=$(first_line wrk -v | awk '{print $1, $2}')
-KERNEL=$(uname -r)
-
-# one aggregated row per proxy and connection count: the median over rounds
-# columns: proxy conns rps p50 p99 rps_per_cpu cpu_util_pct errors non2xx rounds rps_min rps_max
-SUMMARY=$TMP/summary.tsv
-awk -F'\t' -v dur="$DURATION" -v order="${PROXIES[*]} " -v conns="${CONNS[*]}" '
-function median(s,    a, n, i, j, t) {
-    n = split(s, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-{
-    k = $2 SUBSEP $3
-    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $8
-    cpus = $12 + 0
-    rpc[k] = rpc[k] " " (cpus > 0 ? $9 / cpus : 0)
-    util[k] = util[k] " " (100 * cpus / dur)
-    err[k] += $10; non[k] += $11; n[k]++
-    if (!(k in mn) || $4 + 0 < mn[k]) mn[k] = $4 + 0
-    if (!(k in mx) || $4 + 0 > mx[k]) mx[k] = $4 + 0
-}
-END {
-    np = split(order, P, " "); nc = split(conns, C, " ")
-    for (ci = 1; ci <= nc; ci++) for (pi = 1; pi <= np; pi++) {
-        k = P[pi] SUBSEP C[ci]
-        if (!(k in n)) continue
-        printf "%s\t%s\t%.1f\t%.3f\t%.3f\t%.0f\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\n", P[pi], C[ci], median(rps[k]), median(p50[k]),
-            median(p99[k]), median(rpc[k]), median(util[k]), err[k], non[k], n[k], mn[k], mx[k]
-    }
-}' "$RUNS" >"$SUMMARY"
-
-# markdown to stdout
-{
-    echo "## Portico vs nginx vs HAProxy (wrk, 100-byte origin response, HTTP/1.1 keep-alive)"
-    echo
-    echo "- date: $DATE"
-    echo "- host: nproc=$NPROC, CPU: ${CPU_MODEL:-unknown}, kernel $KERNEL"
-    echo "- versions: $NGINX_VERSION; $HAPROXY_VERSION; dotnet $DOTNET_VERSION; $PORTICO_VERSION; $WRK_VERSION"
-    echo "- pinning: $PINNING"
-    echo "- load: wrk -t1 -c<C> -d${DURATION}s --latency; warm-up ${WARMUP_PORTICO}s Portico / ${WARMUP_OTHERS}s nginx, HAProxy; rounds: $REPEAT (median shown); proxies not under test paused (SIGSTOP)"
-    echo
-    awk -F'\t' '
-    { k = $2; if ($1 == "nginx") ng[k] = $3; if ($1 == "haproxy") hp[k] = $3; row[NR] = $0 }
-    END {
-        print "| proxy | connections | req/s | p50 (ms) | p99 (ms) | req per CPU-s | proxy CPU % | ratio vs nginx | ratio vs haproxy |"
-        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        for (i = 1; i <= NR; i++) {
-            split(row[i], f, "\t")
-            rn = (ng[f[2]] > 0) ? sprintf("%.2f", f[3] / ng[f[2]]) : "n/a"
-            rh = (hp[f[2]] > 0) ? sprintf("%.2f", f[3] / hp[f[2]]) : "n/a"
-            printf "| %s | %s | %.0f | %.2f | %.2f | %.0f | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], rn, rh
-        }
-    }' "$SUMMARY"
-    echo
-    echo "Portico ratios (Portico / other; req/s and req per CPU-s: higher is better for Portico, p99: lower is better):"
-    echo
-    awk -F'\t' '
-    { k = $2; conns[k] = 1; order[++n] = k; rps[$1, k] = $3; p99[$1, k] = $5; rpc[$1, k] = $6 }
-    function r(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "n/a" }
-    END {
-        for (i = 1; i <= n; i++) {
-            k = order[i]; if (done[k]++) continue
-            printf "- c=%s: req/s %s vs nginx, %s vs HAProxy; p99 %s vs nginx, %s vs HAProxy; req per CPU-s %s vs nginx, %s vs HAProxy\n", k,
-                r(rps["portico", k], rps["nginx", k]), r(rps["portico", k], rps["haproxy", k]),
-                r(p99["portico", k], p99["nginx", k]), r(p99["portico", k], p99["haproxy", k]),
-                r(rpc["portico", k], rpc["nginx", k]), r(rpc["portico", k], rpc["haproxy", k])
-        }
-    }' "$SUMMARY"
-    awk -F'\t' '$8 + $9 > 0 { printf "\nwarning: %s at c=%s had %d socket errors and %d non-2xx responses over %d round(s)\n", $1, $2, $8, $9, $10 }' "$SUMMARY"
-    echo
-    echo "proxy CPU % = proxy CPU time / run time (100 = the proxy saturated its core). If nginx and HAProxy stay"
-    echo "well under 100 %, wrk + origin (sharing one core) were the bottleneck and 'req per CPU-s' is the fairer figure."
-}
-
-# JSON
+YARP_VERSION=""
+if has_proxy yarp; then
+    YARP_VERSION="Yarp.ReverseProxy $(sed -n 's/.*"Yarp.ReverseProxy\/\([0-9.]*\)".*/\1/p' "$(dirname "$YARP_BIN")/yarp-proxy.deps.json" 2>/dev/null | head -n1)"
+fi
+STAMP=$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS_DIR"
-JSON_TMP="$RESULTS_DIR/latest.json.tmp"
+
 {
-    printf '{\n'
-    printf '  "date": %s,\n' "$(json_str "$DATE")"
-    printf '  "host": {"nproc": %d, "cpu_model": %s, "kernel": %s, "pinning": %s, "proxy_cpu": %s, "load_cpu": %s},\n' \
-        "$NPROC" "$(json_str "$CPU_MODEL")" "$(json_str "$KERNEL")" "$(json_str "$PINNING")" \
-        "${PROXY_CPU:-null}" "${LOAD_CPU:-null}"
-    printf '  "versions": {"nginx": %s, "haproxy": %s, "dotnet": %s, "portico": %s, "wrk": %s},\n' \
-        "$(json_str "$NGINX_VERSION")" "$(json_str "$HAPROXY_VERSION")" "$(json_str "$DOTNET_VERSION")" \
-        "$(json_str "$PORTICO_VERSION")" "$(json_str "$WRK_VERSION")"
-    printf '  "settings": {"duration_s": %d, "warmup_portico_s": %d, "warmup_others_s": %d, "connections": [%s], "repeat": %d, "wrk_threads": 1, "origin_body_bytes": %d},\n' \
-        "$DURATION" "$WARMUP_PORTICO" "$WARMUP_OTHERS" "$(IFS=,; echo "${CONNS[*]}")" "$REPEAT" "${#BODY}"
-    printf '  "summary": [\n'
-    awk -F'\t' '
-    { k = $2; if ($1 == "nginx") ng[k] = $3; if ($1 == "haproxy") hp[k] = $3; row[NR] = $0 }
-    function r(a, b) { return (b > 0) ? sprintf("%.3f", a / b) : "null" }
-    END {
-        for (i = 1; i <= NR; i++) {
-            split(row[i], f, "\t")
-            printf "    {\"proxy\": \"%s\", \"connections\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"req_per_cpu_s\": %.0f, \"proxy_cpu_pct\": %.0f, \"ratio_vs_nginx\": %s, \"ratio_vs_haproxy\": %s, \"socket_errors\": %d, \"non_2xx\": %d, \"rounds\": %d, \"rps_min\": %.1f, \"rps_max\": %.1f}%s\n",
-                f[1], f[2], f[3], f[4], f[5], f[6], f[7], r(f[3], ng[f[2]]), r(f[3], hp[f[2]]), f[8], f[9], f[10], f[11], f[12], (i < NR ? "," : "")
-        }
-    }' "$SUMMARY"
-    printf '  ],\n'
-    printf '  "runs": [\n'
-    awk -F'\t' -v dur="$DURATION" '
-    { row[NR] = $0 }
-    END {
-        for (i = 1; i <= NR; i++) {
-            split(row[i], f, "\t")
-            printf "    {\"round\": %d, \"proxy\": \"%s\", \"connections\": %d, \"rps\": %s, \"p50_ms\": %s, \"p75_ms\": %s, \"p90_ms\": %s, \"p99_ms\": %s, \"requests\": %d, \"socket_errors\": %d, \"non_2xx\": %d, \"proxy_cpu_s\": %s, \"req_per_cpu_s\": %.0f, \"origin_cpu_s\": %s}%s\n",
-                f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], (f[12] > 0 ? f[9] / f[12] : 0), f[13], (i < NR ? "," : "")
-        }
-    }' "$RUNS"
-    printf '  ]\n'
-    printf '}\n'
-} >"$JSON_TMP"
-cp "$JSON_TMP" "$RESULTS_DIR/$STAMP.json"
-mv "$JSON_TMP" "$RESULTS_DIR/latest.json"
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "quick=$QUICK"
+    echo "nproc=$NPROC"
+    echo "cpu_model=$CPU_MODEL"
+    echo "kernel=$(uname -r)"
+    echo "pinning=$PINNING"
+    echo "proxy_cpu=$PROXY_CPU"
+    echo "load_cpu=$LOAD_CPU"
+    echo "nginx=$(first_line nginx -v)"
+    echo "haproxy=$(first_line haproxy -v)"
+    echo "dotnet=$(dotnet --version 2>/dev/null || echo n/a)"
+    echo "portico=$("$PORTICO_BIN" version 2>/dev/null | head -n1 || echo n/a)"
+    echo "yarp=$YARP_VERSION"
+    echo "wrk=$(first_line wrk -v | awk '{print $1, $2}')"
+    echo "h2load=$(has_scenario h2c && first_line h2load --version)"
+    echo "python=$(has_scenario idle && first_line "$PYTHON" --version)"
+    echo "proxies=${PROXIES[*]}"
+    echo "yarp_skipped=$YARP_SKIPPED"
+    echo "scenarios=${SCEN[*]}"
+    echo "duration_s=$DURATION"
+    echo "warmup_dotnet_s=$WARMUP_DOTNET"
+    echo "warmup_native_s=$WARMUP_NATIVE"
+    echo "warmup_dotnet_extra_s=$EXTRA_DOTNET"
+    echo "warmup_native_extra_s=$EXTRA_NATIVE"
+    echo "connections=${CONNS[*]}"
+    echo "bodies=${BODY_SIZES[*]}"
+    echo "body_connections=$BODY_CONNECTIONS"
+    echo "h2_connections=$H2_CONNECTIONS"
+    echo "h2_streams=$H2_STREAMS"
+    echo "idle_connections=$IDLE_CONNECTIONS"
+    echo "idle_settle_s=$IDLE_SETTLE"
+    echo "repeat=$REPEAT"
+    echo "settle_s=$SETTLE"
+    echo "origin_body_bytes=${#BODY}"
+    echo "open_files=$NOFILE"
+    echo "upstream_counted=$ORIGIN_ACCEPTS_OK"
+} >"$TMP/meta.txt"
+
+"$PYTHON" "$BENCH_DIR/report.py" "$TMP/meta.txt" "$RUNS" "$IDLE" "$RESULTS_DIR/latest.json.tmp"
+cp "$RESULTS_DIR/latest.json.tmp" "$RESULTS_DIR/$STAMP.json"
+mv "$RESULTS_DIR/latest.json.tmp" "$RESULTS_DIR/latest.json"
 log "results: ${RESULTS_DIR#"$REPO_DIR"/}/latest.json and ${RESULTS_DIR#"$REPO_DIR"/}/$STAMP.json"
