@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using Portico.Observability;
 
 namespace Portico.Proxy;
 
@@ -43,6 +44,10 @@ public sealed partial class ProxyService<TContext>
         try
         {
             ctx = _app.NewContext(session);
+            if (RequestTracing.Source.HasListeners() && _app.TraceSamplingRate(session, ctx) is { } rate)
+            {
+                session.Activity = RequestTracing.StartServerSpan(session, rate);
+            }
             error = RejectSmuggling(session);
             if (error is null && !await _app.RequestFilterAsync(session, ctx))
             {
@@ -77,6 +82,11 @@ public sealed partial class ProxyService<TContext>
             catch (Exception ex)
             {
                 Log.LoggingPhaseFailed(_logger, requestId, ex);
+            }
+            if (session.Activity is { } span)
+            {
+                // After LoggingAsync, so the app's tags (the gateway's route) are on the span when it ends.
+                RequestTracing.EndServerSpan(span, session, error);
             }
         }
     }
