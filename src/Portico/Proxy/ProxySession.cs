@@ -33,7 +33,8 @@ public sealed class ProxySession
     public IPAddress ClientAddress { get; set; }
 
     /// <summary><see cref="Stopwatch.GetTimestamp"/> when the request arrived.</summary>
-    public long StartTimestamp { get; }
+    /// <remarks>Settable inside the assembly only, for tests and benchmarks that reuse one session as many requests.</remarks>
+    public long StartTimestamp { get; internal set; }
 
     /// <summary>The peer of the current (or last) attempt; null before upstream selection.</summary>
     public UpstreamPeer? Peer { get; internal set; }
