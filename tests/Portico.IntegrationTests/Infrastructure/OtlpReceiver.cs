@@ -12,11 +12,13 @@ using Portico.IntegrationTests.Otlp;
 namespace Portico.IntegrationTests.Infrastructure;
 
 /// <summary>
-/// A real OTLP/HTTP trace receiver (the collector side of the OTLP spec's "OTLP/HTTP" section): Kestrel on
-/// 127.0.0.1, <c>POST /v1/traces</c> with <c>Content-Type: application/x-protobuf</c>, the body decoded as an
+/// A real OTLP trace receiver (the collector side of the OTLP spec): Kestrel on 127.0.0.1. OTLP/HTTP on
+/// <see cref="Port"/>: <c>POST /v1/traces</c> with <c>Content-Type: application/x-protobuf</c>, the body decoded as an
 /// <see cref="ExportTraceServiceRequest"/> from the published .proto files, answered with an empty
-/// <see cref="ExportTraceServiceResponse"/>. Anything else is refused (404 / 415) and counted, so a wrong path or
-/// encoding fails the test instead of passing unseen.
+/// <see cref="ExportTraceServiceResponse"/>. OTLP/gRPC on <see cref="GrpcPort"/> (cleartext HTTP/2): the unary call
+/// <c>/opentelemetry.proto.collector.trace.v1.TraceService/Export</c>, length-prefixed messages and a
+/// <c>grpc-status</c> trailer (gRPC's PROTOCOL-HTTP2.md). Anything else is refused (404 / 415) and counted, so a
+/// wrong path or encoding fails the test instead of passing unseen.
 /// </summary>
 public sealed class OtlpReceiver : IAsyncDisposable
 {
@@ -25,6 +27,14 @@ public sealed class OtlpReceiver : IAsyncDisposable
     private WebApplication? _app;
 
     public int Port { get; private set; }
+
+    /// <summary>The OTLP/gRPC port (HTTP/2 only, no TLS).</summary>
+    public int GrpcPort { get; private set; }
+
+    /// <summary>How many export calls arrived over gRPC.</summary>
+    public int GrpcExports => _grpcExports;
+
+    private int _grpcExports;
 
     /// <summary>The base URL a client is configured with (the exporter appends /v1/traces).</summary>
     public string BaseUrl => $"http://127.0.0.1:{Port}";
@@ -41,16 +51,69 @@ public sealed class OtlpReceiver : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.WebHost.UseKestrelCore();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http1AndHttp2));
+        receiver.Port = Ports.GetFree();
+        receiver.GrpcPort = Ports.GetFree();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(IPAddress.Loopback, receiver.Port, l => l.Protocols = HttpProtocols.Http1);
+            k.Listen(IPAddress.Loopback, receiver.GrpcPort, l => l.Protocols = HttpProtocols.Http2);
+        });
         var app = builder.Build();
         app.Run(receiver.HandleAsync);
         await app.StartAsync();
         receiver._app = app;
-        receiver.Port = new Uri(app.Urls.First()).Port;
         return receiver;
     }
 
-    private async Task HandleAsync(HttpContext context)
+    private Task HandleAsync(HttpContext context) =>
+        context.Request.Protocol == "HTTP/2" ? HandleGrpcAsync(context) : HandleHttpAsync(context);
+
+    private async Task HandleGrpcAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (!HttpMethods.IsPost(request.Method) || request.Path != "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            || request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) != true)
+        {
+            _refused.Enqueue($"grpc {request.Method} {request.Path} {request.ContentType}");
+            context.Response.StatusCode = 404;
+            return;
+        }
+        using var body = new MemoryStream();
+        await request.Body.CopyToAsync(body, context.RequestAborted);
+        var message = body.ToArray();
+        // Length-Prefixed-Message: a compressed flag byte (0: none was negotiated) and a 4-byte big-endian length.
+        if (message.Length < 5 || message[0] != 0 || System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(message.AsSpan(1)) != message.Length - 5)
+        {
+            _refused.Enqueue($"grpc framing: {message.Length} bytes");
+            context.Response.StatusCode = 400;
+            return;
+        }
+        Record(ExportTraceServiceRequest.Parser.ParseFrom(message, 5, message.Length - 5));
+        Interlocked.Increment(ref _grpcExports);
+        context.Response.ContentType = "application/grpc";
+        var reply = new ExportTraceServiceResponse().ToByteArray();
+        var framed = new byte[5 + reply.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), reply.Length);
+        reply.CopyTo(framed, 5);
+        await context.Response.Body.WriteAsync(framed, context.RequestAborted);
+        context.Response.AppendTrailer("grpc-status", "0");
+    }
+
+    private void Record(ExportTraceServiceRequest export)
+    {
+        foreach (var resourceSpans in export.ResourceSpans)
+        {
+            foreach (var scopeSpans in resourceSpans.ScopeSpans)
+            {
+                foreach (var span in scopeSpans.Spans)
+                {
+                    _spans.Enqueue(new ReceivedSpan(span, resourceSpans.Resource, scopeSpans.Scope));
+                }
+            }
+        }
+    }
+
+    private async Task HandleHttpAsync(HttpContext context)
     {
         var request = context.Request;
         if (!HttpMethods.IsPost(request.Method) || request.Path != "/v1/traces")
@@ -67,17 +130,7 @@ public sealed class OtlpReceiver : IAsyncDisposable
         }
         using var body = new MemoryStream();
         await request.Body.CopyToAsync(body, context.RequestAborted);
-        var export = ExportTraceServiceRequest.Parser.ParseFrom(body.ToArray());
-        foreach (var resourceSpans in export.ResourceSpans)
-        {
-            foreach (var scopeSpans in resourceSpans.ScopeSpans)
-            {
-                foreach (var span in scopeSpans.Spans)
-                {
-                    _spans.Enqueue(new ReceivedSpan(span, resourceSpans.Resource, scopeSpans.Scope));
-                }
-            }
-        }
+        Record(ExportTraceServiceRequest.Parser.ParseFrom(body.ToArray()));
         context.Response.ContentType = "application/x-protobuf";
         await context.Response.Body.WriteAsync(new ExportTraceServiceResponse().ToByteArray(), context.RequestAborted);
     }

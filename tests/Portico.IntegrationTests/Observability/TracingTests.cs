@@ -22,7 +22,7 @@ public sealed class TracingTests
     /// </summary>
     private static readonly Dictionary<string, string> FastExport = new() { ["OTEL_BSP_SCHEDULE_DELAY"] = "100" };
 
-    private static string Config(int port, string samplingRate, OtlpReceiver receiver, RecordingUpstream upstream, int deadPort) => $"""
+    private static string Config(int port, string samplingRate, OtlpReceiver receiver, RecordingUpstream upstream, int deadPort, bool grpc = false) => $"""
         server:
           listen_address: "127.0.0.1"
           listen_port: {port}
@@ -32,7 +32,8 @@ public sealed class TracingTests
           tracing:
             enabled: true
             sampling_rate: {samplingRate}
-            otlp_endpoint: "{receiver.BaseUrl}"
+            otlp_endpoint: "{(grpc ? $"http://127.0.0.1:{receiver.GrpcPort}" : receiver.BaseUrl)}"
+            protocol: {(grpc ? "grpc" : "http/protobuf")}
         upstreams:
           - name: backend
             servers: ["{upstream.Address}"]
@@ -187,5 +188,26 @@ public sealed class TracingTests
         await Task.Delay(500);
         Assert.Single(receiver.Spans);
         Assert.Empty(receiver.Refused);
+    }
+
+    [Fact]
+    public async Task Tracing_GrpcProtocol_ExportsOverOtlpGrpc()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync();
+        await using var upstream = await RecordingUpstream.StartAsync("backend");
+        var port = Ports.GetFree();
+        await using var gateway = await GatewayProcess.StartAsync(Config(port, "1.0", receiver, upstream, Ports.GetFree(), grpc: true), port, FastExport);
+        using var client = Client();
+
+        using var response = await GetAsync(client, $"http://127.0.0.1:{port}/api/grpc", $"00-{ClientTraceId}-{ClientSpanId}-01");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var span = Assert.Single(await receiver.WaitForSpansAsync(1, TimeSpan.FromSeconds(20)));
+        Assert.Empty(receiver.Refused);
+        Assert.True(receiver.GrpcExports >= 1);
+        Assert.Equal(ClientTraceId, span.TraceId);
+        Assert.Equal(ClientSpanId, span.ParentSpanId);
+        Assert.Equal("/api/grpc", span.Attribute("url.path"));
+        Assert.Equal($"00-{ClientTraceId}-{span.SpanId}-01", upstream.Last("/api/grpc")!.Header("traceparent"));
     }
 }
