@@ -6,7 +6,8 @@ namespace Portico.Proxy;
 
 /// <summary>
 /// Runs a <see cref="ProxyApp{TContext}"/> for each request: the terminal ASP.NET request delegate. It creates
-/// the session, calls the phases in order, caps retries, and calls logging exactly once.
+/// the session, starts the request's span when it is traced (<see cref="RequestTracing"/>), calls the phases in
+/// order, caps retries, calls logging exactly once, and then ends the span.
 /// </summary>
 public sealed partial class ProxyService<TContext>
 {
