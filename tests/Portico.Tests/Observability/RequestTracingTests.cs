@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using OpenTelemetry.Exporter;
 using Portico.Observability;
 using Portico.Proxy;
@@ -221,4 +222,30 @@ public sealed class RequestTracingTests : IDisposable
         Assert.Equal((null, OtlpExportProtocol.HttpProtobuf), OtlpTracing.Resolve(null, null, protocolFromEnvironment: false));
         Assert.Equal((null, null), OtlpTracing.Resolve(null, null, protocolFromEnvironment: true));
     }
+
+    [Fact]
+    public void OnReload_TracingSwitchedOnOrExporterChanged_WarnsThatARestartIsNeeded()
+    {
+        var logs = new CapturingLoggerProvider();
+        using var factory = LoggerFactory.Create(b => b.AddProvider(logs));
+        var logger = factory.CreateLogger("Portico");
+        var off = Config("monitoring:\n  tracing:\n    enabled: false\n");
+        var on = Config("monitoring:\n  tracing:\n    enabled: true\n    otlp_endpoint: \"http://127.0.0.1:1\"\n");
+        var onElsewhere = Config("monitoring:\n  tracing:\n    enabled: true\n    otlp_endpoint: \"http://127.0.0.1:2\"\n");
+        var onOtherRate = Config("monitoring:\n  tracing:\n    enabled: true\n    sampling_rate: 0.5\n    otlp_endpoint: \"http://127.0.0.1:1\"\n");
+        using var running = OtlpTracing.Start(on, logger)!;
+
+        OtlpTracing.OnReload(null, on, logger);          // started off: the exporter does not exist
+        OtlpTracing.OnReload(running, onElsewhere, logger);
+        Assert.Equal(2, logs.Entries.Count(e => e.EventId == 4002));
+
+        OtlpTracing.OnReload(null, off, logger);
+        OtlpTracing.OnReload(running, off, logger);
+        OtlpTracing.OnReload(running, onOtherRate, logger);
+        Assert.Equal(2, logs.Entries.Count(e => e.EventId == 4002));
+        Assert.Single(logs.Entries, e => e.EventId == 4001 && e.Message.Contains("http://127.0.0.1:1/v1/traces", StringComparison.Ordinal));
+    }
+
+    private static Portico.Config.GatewayConfig Config(string yaml) =>
+        MetricsTestHelpers.Config("upstreams:\n  - name: a\n    servers: [\"10.0.0.1:80\"]\n" + yaml);
 }
