@@ -84,8 +84,8 @@ public abstract class ProxyApp<TContext>
     public virtual ValueTask LoggingAsync(ProxySession session, ProxyError? error, TContext ctx) => ValueTask.CompletedTask;
 
     /// <summary>
-    /// The probability (0..1) of tracing this request when the client sent no sampled-or-not traceparent; a client's
-    /// sampled flag is always honoured (parent-based sampling). Null: no span for this request at all. Called after
+    /// The probability (0..1) of tracing this request when the client sent no valid traceparent; when it did, the
+    /// client's sampled flag decides (parent-based sampling). Null: no span for this request at all. Called after
     /// <see cref="NewContext"/>, and only when something listens to the "Portico" ActivitySource
     /// (<see cref="Observability.RequestTracing.SourceName"/>). Default: 1 (every root request, once a listener exists).
     /// </summary>
