@@ -22,6 +22,7 @@ internal sealed class ConfigValidator
     private static readonly string[] KeyExtractions = ["client_ip", "header", "route", "custom"];
     private static readonly string[] LogLevels = ["trace", "debug", "info", "information", "warn", "warning", "error", "critical", "none", "off"];
     private static readonly string[] LogFormats = ["json", "text"];
+    private static readonly string[] OtlpProtocols = ["http/protobuf", "grpc"];
     private static readonly string[] AuthModes = ["none", "jwt", "session", "mixed"];
     private static readonly string[] JwtAlgorithms = ["HS256", "HS384", "HS512", "RS256", "ES256"];
 
@@ -127,6 +128,10 @@ internal sealed class ConfigValidator
         if (monitoring.Tracing.OtlpEndpoint is { } otlp)
         {
             AbsoluteUri("monitoring.tracing.otlp_endpoint", otlp);
+        }
+        if (monitoring.Tracing.Protocol is { } protocol)
+        {
+            OneOf("monitoring.tracing.protocol", protocol, OtlpProtocols);
         }
 
         if (metrics is null)

@@ -107,10 +107,21 @@ public sealed record PrometheusConfig
 
 public sealed record TracingConfig
 {
+    /// <summary>Trace requests and export the spans over OTLP. Read at start-up: changing it needs a restart.</summary>
     public bool Enabled { get; init; }
-    /// <summary>Fraction of requests traced, 0..1. Seed: 0.01.</summary>
+    /// <summary>
+    /// Fraction of requests without a sampled parent that are traced, 0..1 (a client's sampled traceparent is always
+    /// honoured). Seed: 0.01. Applies on reload.
+    /// </summary>
     public double SamplingRate { get; init; } = 0.01;
+    /// <summary>
+    /// The OTLP collector: a base URL such as http://127.0.0.1:4318 (/v1/traces is appended for http/protobuf, as
+    /// the OpenTelemetry SDK does for OTEL_EXPORTER_OTLP_ENDPOINT). Null: logging.otlp_endpoint, else the SDK's
+    /// default (OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4318). Read at start-up.
+    /// </summary>
     public string? OtlpEndpoint { get; init; }
+    /// <summary>http/protobuf | grpc. Null: grpc when the endpoint's port is 4317, else http/protobuf.</summary>
+    public string? Protocol { get; init; }
 }
 
 /// <summary>Seed 001's metrics block.</summary>
@@ -345,10 +356,14 @@ public sealed record LoggingConfig
     public string Level { get; init; } = "info";
     /// <summary>json | text.</summary>
     public string Format { get; init; } = "text";
-    /// <summary>Fraction of requests written to the access log, 0..1 (errors and slow requests always).</summary>
-    public double SampleRate { get; init; } = 1.0;
+    /// <summary>
+    /// Fraction of requests written to the access log, 0..1 (failed, 5xx and slow requests always). Defaults to
+    /// 0.01, the seed's "1% sampling".
+    /// </summary>
+    public double SampleRate { get; init; } = 0.01;
     /// <summary>Alias of sample_rate (seed 000 says sampling_rate).</summary>
     public double? SamplingRate { get; init; }
+    /// <summary>Seed 002's OTLP endpoint: where traces go when monitoring.tracing.otlp_endpoint is not set.</summary>
     public string? OtlpEndpoint { get; init; }
     public bool AccessLog { get; init; } = true;
 }

@@ -39,6 +39,8 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     private readonly ILogger _accessLog;
     private readonly ILogger _logger;
     private readonly GatewayMetrics _metrics;
+    /// <summary>logging.format is json: access lines carry a short message, the fields being properties.</summary>
+    private readonly bool _jsonAccessLog;
 
     /// <param name="snapshot">The first config snapshot.</param>
     /// <param name="loggerFactory">Loggers for the access log and the gateway's events.</param>
@@ -53,6 +55,8 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         _logger = loggerFactory.CreateLogger<GatewayApp>();
         _metrics = metrics ?? new GatewayMetrics(GatewayMetrics.PrefixOf(snapshot.Config));
         _metrics.Bind(snapshot);
+        // The logger factory is built from the same first config; a format change needs a restart.
+        _jsonAccessLog = string.Equals(snapshot.Config.Logging.Format, "json", StringComparison.OrdinalIgnoreCase);
     }
 
     /// <summary>The snapshot new requests run on.</summary>
@@ -313,36 +317,80 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         }
     }
 
+    /// <summary>monitoring.tracing.sampling_rate of the request's snapshot; null (no span) when tracing is off.</summary>
+    public override double? TraceSamplingRate(ProxySession session, GatewayContext ctx) =>
+        ctx.Snapshot.Config.Monitoring.Tracing is { Enabled: true } tracing ? tracing.SamplingRate : null;
+
     public override ValueTask LoggingAsync(ProxySession session, ProxyError? error, GatewayContext ctx)
     {
         ReleaseBreaker(ctx);
         var status = session.Response.StatusCode;
         var elapsed = session.Elapsed;
         _metrics.RecordRequest(session, ctx.Route, ctx.Upstream, elapsed);
-        var alwaysLog = error is not null && error.Kind != ProxyErrorKind.DownstreamClosed || status >= 500 || elapsed.TotalSeconds >= 1;
-        var rate = ctx.Snapshot.Config.Logging.SamplingRate ?? ctx.Snapshot.Config.Logging.SampleRate;
-        if (!_accessLog.IsEnabled(LogLevel.Information) || !ctx.Snapshot.Config.Logging.AccessLog && !alwaysLog)
+        if (session.Activity is { IsAllDataRequested: true } span)
         {
-            return ValueTask.CompletedTask;
+            TagSpan(span, session, ctx);
         }
-        if (alwaysLog || rate >= 1.0 || Random.Shared.NextDouble() < rate)
+
+        // Failures of the upstream or of Portico, 5xx answers and slow requests are always written; a client's own
+        // mistakes (no route, a rejected request, a client that went away) are sampled like any request, so a scanner
+        // cannot flood the log. The decision comes first: an unsampled request allocates and writes nothing.
+        var logging = ctx.Snapshot.Config.Logging;
+        var alwaysLog = status >= 500 || error is { Source: ProxyErrorSource.Upstream or ProxyErrorSource.Internal } || elapsed.TotalSeconds >= 1;
+        if (!alwaysLog)
         {
-            var request = session.Request;
-            Log.Access(_accessLog, session.RequestId, session.ClientAddress.ToString(), request.Method, request.Path.Value ?? "/",
-                request.Protocol, status, session.ResponseBodyBytes, ctx.Route?.Name ?? "-", ctx.Upstream?.Name ?? "-",
-                session.Peer?.Server.Authority ?? "-", elapsed.TotalMilliseconds, session.UpstreamHeaderTime.TotalMilliseconds,
-                session.Attempts, error?.Code ?? "-");
+            var rate = logging.SamplingRate ?? logging.SampleRate;
+            if (!logging.AccessLog || rate <= 0 || (rate < 1.0 && Random.Shared.NextDouble() >= rate))
+            {
+                return ValueTask.CompletedTask;
+            }
+        }
+        if (_accessLog.IsEnabled(LogLevel.Information))
+        {
+            WriteAccessLog(session, error, ctx, status, elapsed);
         }
         return ValueTask.CompletedTask;
     }
 
+    private void WriteAccessLog(ProxySession session, ProxyError? error, GatewayContext ctx, int status, TimeSpan elapsed)
+    {
+        var request = session.Request;
+        var client = session.ClientAddress.IsIPv4MappedToIPv6 ? session.ClientAddress.MapToIPv4() : session.ClientAddress;
+        var entry = new AccessLogEntry(session.RequestId, TraceIdOf(session), client.ToString(), request.Method, request.Path.Value ?? "/",
+            request.Protocol, status, session.ResponseBodyBytes, ctx.Route?.Name ?? "-", ctx.Upstream?.Name ?? "-",
+            session.Peer?.Server.Authority ?? "-", elapsed.TotalMilliseconds, session.UpstreamHeaderTime.TotalMilliseconds,
+            session.Attempts, error?.Code ?? "-", _jsonAccessLog);
+        _accessLog.Log(LogLevel.Information, AccessLogEntry.EventId, entry, null, AccessLogEntry.Format);
+    }
+
+    /// <summary>The request's trace id: its span's, else the client's traceparent's (an untraced request still joins its trace in the logs), else "-".</summary>
+    private static string TraceIdOf(ProxySession session)
+    {
+        if (session.Activity is { } span)
+        {
+            return span.TraceId.ToHexString();
+        }
+        var traceParent = session.Request.Headers.TraceParent;
+        return traceParent.Count == 1 && traceParent[0] is { } value && RequestTracing.TraceIdOf(value) is { } id ? id : "-";
+    }
+
+    /// <summary>The gateway's part of the span: the route (name and span name) and the upstream group, known only here.</summary>
+    private static void TagSpan(System.Diagnostics.Activity span, ProxySession session, GatewayContext ctx)
+    {
+        if (ctx.Route is { } route)
+        {
+            span.SetTag(RequestTracing.RouteTag, route.Name);
+            // HTTP conventions: "{method} {route}"; a route-less name would be unbounded (the path).
+            span.DisplayName = session.Request.Method + " " + route.Name;
+        }
+        if (ctx.Upstream is { } upstream)
+        {
+            span.SetTag(RequestTracing.UpstreamTag, upstream.Name);
+        }
+    }
+
     private static partial class Log
     {
-        [LoggerMessage(EventId = 2001, Level = LogLevel.Information,
-            Message = "{RequestId} {ClientIp} \"{Method} {Path} {Protocol}\" {Status} {Bytes} route={Route} upstream={Upstream} server={Server} duration_ms={DurationMs:0.###} upstream_ms={UpstreamMs:0.###} attempts={Attempts} error={Error}")]
-        public static partial void Access(ILogger logger, string requestId, string clientIp, string method, string path, string protocol,
-            int status, long bytes, string route, string upstream, string server, double durationMs, double upstreamMs, int attempts, string error);
-
         [LoggerMessage(EventId = 2003, Level = LogLevel.Warning,
             Message = "Passive health: {Upstream}/{Server} ejected for {Seconds} s after {Failures} failures in a row (last: {Reason})")]
         public static partial void Ejected(ILogger logger, string upstream, string server, int failures, string reason, double seconds);

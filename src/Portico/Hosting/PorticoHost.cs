@@ -38,6 +38,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
     private readonly Upstreams.Health.ActiveHealthChecker _healthChecker;
     private UpgradeHandoff? _handoff;
     private int _upgradeChildPid;
+    /// <summary>monitoring.tracing's OTLP pipeline, built at start; null when tracing is off.</summary>
+    private Observability.OtlpTracing? _tracing;
 
     private PorticoHost(string configPath, GatewaySnapshot snapshot, ILoggerFactory loggerFactory)
     {
@@ -98,6 +100,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         var config = _app.Snapshot.Config;
+        // Before any listener accepts, so the first requests are traced too.
+        _tracing = Observability.OtlpTracing.Start(config, _logger);
         // Signals first: once a port accepts connections, an operator (or a test) may send SIGHUP, whose default
         // action would end the process.
         if (!OperatingSystem.IsWindows())
@@ -658,6 +662,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             // In-flight requests on the old snapshot may still use its pools; give them the drain window first.
             _ = Task.Delay(TimeSpan.FromSeconds(Math.Max(30, next.Config.Server.GracefulTimeoutSeconds)))
                 .ContinueWith(_ => GatewayCompiler.DisposeUnused(old, next), TaskScheduler.Default);
+            Observability.OtlpTracing.OnReload(_tracing, next.Config, _logger);
             Log.Reloaded(_logger, _configPath, next.Generation);
             return true;
         }
@@ -786,7 +791,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
                 unserved.Add(name);
             }
         }
-        Check(config.Monitoring.Tracing.Enabled, "monitoring.tracing");
         Check(security.RateLimit.Enabled, "security.rate_limit");
         Check(security.DdosProtection.Enabled, "security.ddos_protection");
         Check(security.AccessControl.IpWhitelist.Count > 0 || security.AccessControl.IpBlacklist.Count > 0, "security.access_control ip lists");
@@ -799,7 +803,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Tls.OcspStapling, "tls.ocsp_stapling");
         Check(config.Tls.HstsEnabled, "tls.hsts_enabled");
         Check(config.Admin.Token is not null, "admin.token");
-        Check(config.Logging.OtlpEndpoint is not null || config.Monitoring.Tracing.OtlpEndpoint is not null, "OTLP export (otlp_endpoint)");
+        Check(config.Logging.OtlpEndpoint is not null && !config.Monitoring.Tracing.Enabled,
+            "OTLP log export (logging.otlp_endpoint only carries traces, with monitoring.tracing.enabled)");
         var sni = false;
         foreach (var upstream in config.Upstreams)
         {
@@ -849,6 +854,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         {
             client.Dispose();
         }
+        _tracing?.Dispose();
         _loggerFactory.Dispose();
     }
 

@@ -11,6 +11,9 @@ namespace Portico.Logging;
 /// </summary>
 public static class PorticoLogging
 {
+    /// <summary>ASP.NET Core's per-request hosting log category.</summary>
+    internal const string HostingDiagnosticsCategory = "Microsoft.AspNetCore.Hosting.Diagnostics";
+
     public static ILoggerFactory CreateFactory(LoggingConfig config)
     {
         var spec = Environment.GetEnvironmentVariable("PORTICO_LOG");
@@ -22,6 +25,12 @@ public static class PorticoLogging
         {
             var parts = spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             builder.SetMinimumLevel(LogLevel.Information);
+            // ASP.NET Core's hosting starts an Activity for every request whenever this category is enabled at any
+            // level (it checks Critical), and "Microsoft" at warning enables it: an allocation per request that
+            // nothing reads, and an unexported parent that Portico's own span must not hang under. Its own lines
+            // ("Request starting/finished") are debug and information anyway. Added before PORTICO_LOG's rules, so
+            // naming the category there (same length, later rule) turns it back on.
+            builder.AddFilter(HostingDiagnosticsCategory, LogLevel.None);
             foreach (var part in parts)
             {
                 var eq = part.IndexOf('=');

@@ -16,7 +16,8 @@ namespace Portico.Proxy;
 /// The steps, marked <c>// :: Step N</c> in the code:
 /// 1. Build the upstream request: method, target, version (exact), body as streaming content.
 /// 2. Copy request headers, dropping hop-by-hop ones (and whatever Connection names); keep TE: trailers; set
-///    X-Forwarded-For/Proto/Host, Via and X-Request-ID. For an upgrade, keep Upgrade/Connection (or, for an
+///    X-Forwarded-For/Proto/Host, Via and X-Request-ID; when the request is traced, send the span's traceparent
+///    (and the tracestate it continues) instead of the client's. For an upgrade, keep Upgrade/Connection (or, for an
 ///    HTTP/2 extended CONNECT, translate it into an HTTP/1.1 WebSocket handshake).
 /// 3. Let the app edit the request (<see cref="ProxyApp{TContext}.UpstreamRequestFilterAsync"/>).
 /// 4. Send with ResponseHeadersRead, under the read timeout and the client's abort token. A failure here is
@@ -200,6 +201,7 @@ internal sealed class HttpForwarder
         var connection = headers.Connection;
         var dropConnectionNamed = HeaderRules.HasCustomConnectionTokens(connection);
         string? forwardedFor = null;
+        var span = session.Activity;
 
         foreach (var header in headers)
         {
@@ -223,6 +225,10 @@ internal sealed class HttpForwarder
             if (name.Equals("X-Forwarded-For", StringComparison.OrdinalIgnoreCase))
             {
                 forwardedFor = header.Value.ToString();
+                continue;
+            }
+            if (span is not null && IsTraceContextHeader(name))
+            {
                 continue;
             }
             if (name.Equals("X-Request-ID", StringComparison.OrdinalIgnoreCase)
@@ -254,6 +260,17 @@ internal sealed class HttpForwarder
         upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-For", forwardedFor is null ? clientText : forwardedFor + ", " + clientText);
         upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-Proto", DownstreamScheme(session.HttpContext));
         upstreamRequest.Headers.TryAddWithoutValidation("X-Request-ID", session.RequestId);
+        if (span is not null)
+        {
+            // W3C Trace Context §3.2/§3.3: the upstream's parent is this span, not the client's; the span carries the
+            // client's tracestate when it continues the client's trace, and none when the trace started here. Without
+            // a span (tracing off, or not sampled) the client's headers went through unchanged above.
+            upstreamRequest.Headers.TryAddWithoutValidation("traceparent", span.Id);
+            if (span.TraceStateString is { Length: > 0 } traceState)
+            {
+                upstreamRequest.Headers.TryAddWithoutValidation("tracestate", traceState);
+            }
+        }
         var via = headers.Via;
         var viaValue = ViaEntry(request.Protocol);
         upstreamRequest.Headers.TryAddWithoutValidation("Via", StringValues.IsNullOrEmpty(via) ? viaValue : via.ToString() + ", " + viaValue);
@@ -263,6 +280,9 @@ internal sealed class HttpForwarder
             upstreamRequest.Content.Headers.ContentLength = length;
         }
     }
+
+    private static bool IsTraceContextHeader(string name) =>
+        name.Equals("traceparent", StringComparison.OrdinalIgnoreCase) || name.Equals("tracestate", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>"https" when the client connection really is TLS; never taken from the client's :scheme.</summary>
     internal static string DownstreamScheme(HttpContext context) =>

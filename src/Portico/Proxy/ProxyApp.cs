@@ -84,6 +84,14 @@ public abstract class ProxyApp<TContext>
     public virtual ValueTask LoggingAsync(ProxySession session, ProxyError? error, TContext ctx) => ValueTask.CompletedTask;
 
     /// <summary>
+    /// The probability (0..1) of tracing this request when the client sent no valid traceparent; when it did, the
+    /// client's sampled flag decides (parent-based sampling). Null: no span for this request at all. Called after
+    /// <see cref="NewContext"/>, and only when something listens to the "Portico" ActivitySource
+    /// (<see cref="Observability.RequestTracing.SourceName"/>). Default: 1 (every root request, once a listener exists).
+    /// </summary>
+    public virtual double? TraceSamplingRate(ProxySession session, TContext ctx) => 1.0;
+
+    /// <summary>
     /// How many times a request may be retried after a retryable failure (so at most 1 + this many attempts).
     /// Called per failure. Default: 1.
     /// </summary>

@@ -1,11 +1,13 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using Portico.Observability;
 
 namespace Portico.Proxy;
 
 /// <summary>
 /// Runs a <see cref="ProxyApp{TContext}"/> for each request: the terminal ASP.NET request delegate. It creates
-/// the session, calls the phases in order, caps retries, and calls logging exactly once.
+/// the session, starts the request's span when it is traced (<see cref="RequestTracing"/>), calls the phases in
+/// order, caps retries, calls logging exactly once, and then ends the span.
 /// </summary>
 public sealed partial class ProxyService<TContext>
 {
@@ -43,6 +45,10 @@ public sealed partial class ProxyService<TContext>
         try
         {
             ctx = _app.NewContext(session);
+            if (RequestTracing.Source.HasListeners() && _app.TraceSamplingRate(session, ctx) is { } rate)
+            {
+                session.Activity = RequestTracing.StartServerSpan(session, rate);
+            }
             error = RejectSmuggling(session);
             if (error is null && !await _app.RequestFilterAsync(session, ctx))
             {
@@ -77,6 +83,11 @@ public sealed partial class ProxyService<TContext>
             catch (Exception ex)
             {
                 Log.LoggingPhaseFailed(_logger, requestId, ex);
+            }
+            if (session.Activity is { } span)
+            {
+                // After LoggingAsync, so the app's tags (the gateway's route) are on the span when it ends.
+                RequestTracing.EndServerSpan(span, session, error);
             }
         }
     }

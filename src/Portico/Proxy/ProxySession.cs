@@ -33,7 +33,8 @@ public sealed class ProxySession
     public IPAddress ClientAddress { get; set; }
 
     /// <summary><see cref="Stopwatch.GetTimestamp"/> when the request arrived.</summary>
-    public long StartTimestamp { get; }
+    /// <remarks>Settable inside the assembly only, for tests and benchmarks that reuse one session as many requests.</remarks>
+    public long StartTimestamp { get; internal set; }
 
     /// <summary>The peer of the current (or last) attempt; null before upstream selection.</summary>
     public UpstreamPeer? Peer { get; internal set; }
@@ -64,6 +65,12 @@ public sealed class ProxySession
 
     /// <summary>True when the request is a protocol upgrade (WebSocket over HTTP/1.1 Upgrade or HTTP/2 extended CONNECT).</summary>
     public bool IsUpgrade { get; internal set; }
+
+    /// <summary>
+    /// The request's server span (<see cref="Observability.RequestTracing"/>); null when the request is not traced
+    /// (no listener on the "Portico" source, tracing off for it, or not sampled). Phases may add tags to it.
+    /// </summary>
+    public Activity? Activity { get; internal set; }
 
     /// <summary>Elapsed time since the request arrived.</summary>
     public TimeSpan Elapsed => Stopwatch.GetElapsedTime(StartTimestamp);

@@ -177,6 +177,31 @@ public sealed class ConfigValidatorTests
     }
 
     [Fact]
+    public void Validate_TracingProtocolAndEndpoint_AreChecked()
+    {
+        const string Yaml = """
+            monitoring:
+              tracing:
+                enabled: true
+                otlp_endpoint: "127.0.0.1:4318"
+                protocol: http/json
+            """;
+
+        var result = LoadWithBase(Yaml);
+
+        AssertError(result, "monitoring.tracing.otlp_endpoint", Line(Yaml, "otlp_endpoint"), "absolute http");
+        AssertError(result, "monitoring.tracing.protocol", Line(Yaml, "protocol"), "one of: http/protobuf, grpc");
+    }
+
+    [Theory]
+    [InlineData("grpc")]
+    [InlineData("http/protobuf")]
+    public void Validate_TracingProtocols_AreAccepted(string protocol)
+    {
+        AssertValid(LoadWithBase($"monitoring:\n  tracing:\n    otlp_endpoint: \"http://collector:4317\"\n    protocol: {protocol}\n"));
+    }
+
+    [Fact]
     public void Validate_PrometheusPortAndPath_AreChecked()
     {
         const string Yaml = """
