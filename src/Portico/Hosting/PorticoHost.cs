@@ -448,7 +448,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         var sockets = UnixNative.IsSupported ? _sockets : null;
         if (spec.Kind == ListenerKind.Admin)
         {
-            return AdminServer.Build(spec.Endpoint, _app, _loggerFactory, sockets);
+            return AdminServer.Build(spec.Endpoint, _app, _loggerFactory, sockets, ReloadAsync, _configPath);
         }
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(_loggerFactory);
