@@ -16,8 +16,9 @@ namespace Portico.Admin;
 /// What counts as a secret is decided by the key's name, not by a list of known keys: a string under a key whose name
 /// contains <c>secret</c>, <c>password</c>, <c>passwd</c>, <c>token</c>, <c>key</c> or <c>credential</c> (any case) is
 /// redacted, so a key added later is covered without anyone remembering to list it. That also covers the values of
-/// map entries (<c>security.headers.custom_headers: {X-Api-Key: ...}</c>). Two keys match the words but hold no secret
-/// and are shown: <c>key_path</c> (where the TLS key file is) and <c>key_extraction</c> (a rate-limit mode name).
+/// map entries (<c>security.headers.custom_headers: {X-Api-Key: ...}</c>). Three keys match the words but hold no
+/// secret and are shown: <c>key_path</c> (where the TLS key file is), <c>key_extraction</c> (a rate-limit mode name) and
+/// <c>token_validation_endpoint</c> (a URL path). Numbers and booleans are never secrets (<c>token_expiry_seconds</c>).
 /// </para>
 /// <para>
 /// Credentials inside URLs are redacted wherever they appear (<c>redis://:pw@host</c> becomes
@@ -32,7 +33,7 @@ internal static partial class ConfigJson
 
     private static readonly string[] SecretWords = ["secret", "password", "passwd", "token", "key", "credential"];
 
-    private static readonly HashSet<string> NotSecret = new(StringComparer.Ordinal) { "key_path", "key_extraction" };
+    private static readonly HashSet<string> NotSecret = new(StringComparer.Ordinal) { "key_path", "key_extraction", "token_validation_endpoint" };
 
     /// <summary>Writes <paramref name="config"/> as one JSON object.</summary>
     public static void Write(Utf8JsonWriter writer, GatewayConfig config)
