@@ -141,6 +141,23 @@ public sealed class DashboardTests(ITestOutputHelper output)
                 : Path.Combine(Path.GetTempPath(), $"portico-dashboard-{Environment.ProcessId}.png");
             await File.WriteAllBytesAsync(path, png);
             output.WriteLine($"screenshot: {path} ({png.Length} bytes)");
+            // The percentile maths on known buckets (bounds 1, 10, 100 ms), as Prometheus' histogram_quantile answers.
+            var quantiles = await browser.EvaluateAsync("""
+                (() => {
+                  const q = window.porticoDashboard.quantile, b = [0.001, 0.01, 0.1];
+                  const older = [10, 20, 20, 20], newer = [60, 110, 120, 120];
+                  return [q(0.5, older, newer, b), q(0.9, older, newer, b), q(0.95, older, newer, b), q(0.99, older, newer, b),
+                          q(0.5, [0, 0, 0, 0], [0, 0, 0, 10], b), q(0.5, newer, newer, b)];
+                })()
+                """);
+            double?[] expected = [0.001, 0.01, 0.055, 0.091, 0.1, null];
+            var actual = quantiles.EnumerateArray().Select(v => v.ValueKind == JsonValueKind.Null ? (double?)null : v.GetDouble()).ToArray();
+            Assert.Equal(expected.Length, actual.Length);
+            for (var i = 0; i < expected.Length; i++)
+            {
+                Assert.True(expected[i] is null ? actual[i] is null : actual[i] is { } value && Math.Abs(value - expected[i]!.Value) < 1e-9,
+                    $"quantile case {i}: expected {expected[i]}, got {actual[i]}");
+            }
             Assert.True(browser.Problems.Count == 0, "the page reported problems:\n" + string.Join('\n', browser.Problems));
         }
         finally

@@ -128,7 +128,7 @@
    * The q-quantile of the observations between two cumulative bucket snapshots, interpolated linearly inside the
    * bucket it falls in, as Prometheus' histogram_quantile does. Above the last finite bound it answers that bound.
    */
-  function quantile(q, older, newer) {
+  function quantile(q, older, newer, bucketBounds = bounds) {
     const last = newer.length - 1;
     const total = newer[last] - older[last];
     if (!(total > 0)) {
@@ -139,17 +139,17 @@
     for (let i = 0; i <= last; i++) {
       const cumulative = newer[i] - older[i];
       if (cumulative >= rank) {
-        if (i >= bounds.length) {
-          return bounds[bounds.length - 1];
+        if (i >= bucketBounds.length) {
+          return bucketBounds[bucketBounds.length - 1];
         }
-        const lower = i === 0 ? 0 : bounds[i - 1];
-        const upper = bounds[i];
+        const lower = i === 0 ? 0 : bucketBounds[i - 1];
+        const high = bucketBounds[i];
         const inBucket = cumulative - below;
-        return inBucket > 0 ? lower + (upper - lower) * (rank - below) / inBucket : upper;
+        return inBucket > 0 ? lower + (high - lower) * (rank - below) / inBucket : high;
       }
       below = cumulative;
     }
-    return bounds[bounds.length - 1];
+    return bucketBounds[bucketBounds.length - 1];
   }
 
   /** Rates and percentiles between two samples. */
@@ -343,39 +343,47 @@
     return el('span', { class: 'chip ' + (kinds[state] || '') }, state === 'half_open' ? 'half-open' : state);
   }
 
-  function renderUpstreams() {
-    const container = $('upstreams');
-    if (!upstreams) {
-      return;
+  // The tables are built once per shape (which upstreams, servers and routes there are) and then updated in place,
+  // so a click on a button or a text selection is not lost to the next refresh.
+  let upstreamsShape = '';
+  let serverCells = new Map();
+  let upstreamCells = new Map();
+  let routesShape = '';
+  let routeCells = new Map();
+
+  function set(node, text) {
+    if (node.textContent !== text) {
+      node.textContent = text;
     }
+  }
+
+  function buildUpstreams() {
+    serverCells = new Map();
+    upstreamCells = new Map();
     const cards = upstreams.upstreams.map((u) => {
-      const rows = u.servers.map((s) => el('tr', { 'data-upstream': u.name, 'data-server': s.address, 'data-state': s.state },
-        el('td', { class: 'addr' }, s.address),
-        el('td', {}, s.zone || '–', s.backup ? el('span', { class: 'chip info spaced' }, 'backup') : null),
-        el('td', { class: 'num' }, s.weight),
-        el('td', {}, stateChip(s), s.draining && s.state !== 'draining' ? el('span', { class: 'chip warn spaced' }, 'draining') : null),
-        el('td', {}, breakerChip(s.circuit_breaker)),
-        el('td', { class: 'num' }, s.in_flight),
-        el('td', { class: 'num', 'data-role': 'rps' }, formatRate(s.requests_per_second)),
-        el('td', { class: 'num' }, formatRate(s.failures_per_second)),
-        el('td', { class: 'num' }, formatCount(s.requests_total)),
-        el('td', { class: 'num' },
-          s.draining
-            ? el('button', { type: 'button', class: 'small enable', onclick: () => serverAction(u.name, s.address, 'enable') }, 'Enable')
-            : el('button', { type: 'button', class: 'small drain', onclick: () => serverAction(u.name, s.address, 'drain') }, 'Drain'))));
-      const health = u.health_check ? `${u.health_check.type} check every ${u.health_check.interval_seconds} s` : 'passive health only';
+      const rows = u.servers.map((s) => {
+        const cells = {
+          zone: el('td', {}),
+          weight: el('td', { class: 'num' }),
+          state: el('td', {}),
+          breaker: el('td', {}),
+          inFlight: el('td', { class: 'num' }),
+          rps: el('td', { class: 'num', 'data-role': 'rps' }),
+          fps: el('td', { class: 'num' }),
+          total: el('td', { class: 'num' }),
+          action: el('td', { class: 'num' }),
+          key: '',
+        };
+        cells.row = el('tr', { 'data-upstream': u.name, 'data-server': s.address },
+          el('td', { class: 'addr' }, s.address), cells.zone, cells.weight, cells.state, cells.breaker, cells.inFlight,
+          cells.rps, cells.fps, cells.total, cells.action);
+        serverCells.set(u.name + '\n' + s.address, cells);
+        return cells.row;
+      });
+      const head = { available: el('span', { class: 'chip' }), facts: el('span', { class: 'facts' }), rates: el('span', { class: 'rates' }) };
+      upstreamCells.set(u.name, head);
       return el('div', { class: 'upstream', 'data-upstream': u.name },
-        el('div', { class: 'upstream-head' },
-          el('span', { class: 'name' }, u.name),
-          el('span', { class: 'chip ' + (u.servers_available === 0 ? 'bad' : u.servers_available < u.servers_total ? 'warn' : 'ok') },
-            `${u.servers_available}/${u.servers_total} available`),
-          el('span', { class: 'facts' },
-            el('span', {}, u.strategy),
-            el('span', {}, u.protocol),
-            el('span', {}, health),
-            el('span', {}, u.circuit_breaker ? 'circuit breaker on' : 'no circuit breaker'),
-            el('span', {}, `retries ${u.max_retries}`)),
-          el('span', { class: 'rates' }, `${formatRate(u.requests_per_second)} req/s · ${formatRate(u.failures_per_second)} failures/s`)),
+        el('div', { class: 'upstream-head' }, el('span', { class: 'name' }, u.name), head.available, head.facts, head.rates),
         el('table', {},
           el('thead', {}, el('tr', {},
             el('th', {}, 'server'), el('th', {}, 'zone'), el('th', { class: 'num' }, 'weight'), el('th', {}, 'state'),
@@ -383,41 +391,85 @@
             el('th', { class: 'num' }, 'failures/s'), el('th', { class: 'num' }, 'requests'), el('th', { class: 'num' }, ''))),
           el('tbody', {}, rows)));
     });
-    container.replaceChildren(...cards);
+    $('upstreams').replaceChildren(...cards);
+  }
+
+  function renderUpstreams() {
+    if (!upstreams) {
+      return;
+    }
+    const shape = JSON.stringify(upstreams.upstreams.map((u) => [u.name, u.servers.map((s) => s.address)]));
+    if (shape !== upstreamsShape) {
+      buildUpstreams();
+      upstreamsShape = shape;
+    }
+    for (const u of upstreams.upstreams) {
+      const head = upstreamCells.get(u.name);
+      head.available.className = 'chip ' + (u.servers_available === 0 ? 'bad' : u.servers_available < u.servers_total ? 'warn' : 'ok');
+      set(head.available, `${u.servers_available}/${u.servers_total} available`);
+      const health = u.health_check ? `${u.health_check.type} check every ${u.health_check.interval_seconds} s` : 'passive health only';
+      const facts = [u.strategy, u.protocol, health, u.circuit_breaker ? 'circuit breaker on' : 'no circuit breaker', `retries ${u.max_retries}`];
+      if (head.facts.dataset.key !== facts.join('|')) {
+        head.facts.dataset.key = facts.join('|');
+        head.facts.replaceChildren(...facts.map((f) => el('span', {}, f)));
+      }
+      set(head.rates, `${formatRate(u.requests_per_second)} req/s · ${formatRate(u.failures_per_second)} failures/s`);
+      for (const s of u.servers) {
+        const cells = serverCells.get(u.name + '\n' + s.address);
+        cells.row.dataset.state = s.state;
+        set(cells.weight, String(s.weight));
+        set(cells.inFlight, String(s.in_flight));
+        set(cells.rps, formatRate(s.requests_per_second));
+        set(cells.fps, formatRate(s.failures_per_second));
+        set(cells.total, formatCount(s.requests_total));
+        // Chips and the button change only with the state, so they are replaced only then.
+        const key = [s.zone, s.backup, s.state, s.draining, s.circuit_breaker].join('|');
+        if (cells.key === key) {
+          continue;
+        }
+        cells.key = key;
+        cells.zone.replaceChildren(s.zone || '–', s.backup ? el('span', { class: 'chip info spaced' }, 'backup') : '');
+        cells.state.replaceChildren(stateChip(s), s.draining && s.state !== 'draining' ? el('span', { class: 'chip warn spaced' }, 'draining') : '');
+        cells.breaker.replaceChildren(breakerChip(s.circuit_breaker));
+        cells.action.replaceChildren(s.draining
+          ? el('button', { type: 'button', class: 'small enable', onclick: () => serverAction(u.name, s.address, 'enable') }, 'Enable')
+          : el('button', { type: 'button', class: 'small drain', onclick: () => serverAction(u.name, s.address, 'drain') }, 'Drain'));
+      }
+    }
   }
 
   function renderRoutes() {
     if (!routes) {
       return;
     }
+    const shape = JSON.stringify(routes.routes);
+    if (shape !== routesShape) {
+      routesShape = shape;
+      routeCells = new Map();
+      const rows = routes.routes.map((r) => {
+        const cells = { rps: el('td', { class: 'num' }), eps: el('td', { class: 'num' }), total: el('td', { class: 'num' }) };
+        routeCells.set(r.name, cells);
+        const match = [r.host, r.path, r.methods.length ? r.methods.join(',') : null].filter(Boolean).join('  ');
+        return el('tr', { 'data-route': r.name },
+          el('td', {}, r.name),
+          el('td', { class: 'addr' }, match),
+          el('td', {}, r.upstream !== null ? r.upstream : el('span', { class: 'muted' }, `respond ${r.respond_status}`)),
+          el('td', {}, r.auth_required ? el('span', { class: 'chip info' }, 'jwt') : el('span', { class: 'muted' }, '–')),
+          cells.rps, cells.eps, cells.total);
+      });
+      $('routes').tBodies[0].replaceChildren(...rows);
+    }
     const start = samples.length > 1 ? windowStart() : null;
     const newest = samples[samples.length - 1];
-    const rows = routes.routes.map((r) => {
-      let rps = null;
-      let eps = null;
-      let total = r.requests_total;
-      if (newest) {
-        const now = newest.routes.get(r.name);
-        const then = start && start.routes.get(r.name);
-        if (now) {
-          total = now.requests_total;
-        }
-        if (now && then && newest.t > start.t) {
-          rps = (now.requests_total - then.requests_total) / (newest.t - start.t);
-          eps = (now.errors_total - then.errors_total) / (newest.t - start.t);
-        }
-      }
-      const match = [r.host ? r.host : null, r.path, r.methods.length ? r.methods.join(',') : null].filter(Boolean).join('  ');
-      return el('tr', { 'data-route': r.name },
-        el('td', {}, r.name),
-        el('td', { class: 'addr' }, match),
-        el('td', {}, r.upstream !== null ? r.upstream : el('span', { class: 'muted' }, `respond ${r.respond_status}`)),
-        el('td', {}, r.auth_required ? el('span', { class: 'chip info' }, 'jwt') : el('span', { class: 'muted' }, '–')),
-        el('td', { class: 'num' }, formatRate(rps)),
-        el('td', { class: 'num' }, formatRate(eps)),
-        el('td', { class: 'num' }, formatCount(total)));
-    });
-    $('routes').tBodies[0].replaceChildren(...rows);
+    for (const r of routes.routes) {
+      const cells = routeCells.get(r.name);
+      const now = newest && newest.routes.get(r.name);
+      const then = start && start.routes.get(r.name);
+      const seconds = now && then ? newest.t - start.t : 0;
+      set(cells.rps, formatRate(seconds > 0 ? (now.requests_total - then.requests_total) / seconds : null));
+      set(cells.eps, formatRate(seconds > 0 ? (now.errors_total - then.errors_total) / seconds : null));
+      set(cells.total, formatCount(now ? now.requests_total : r.requests_total));
+    }
   }
 
   function renderNumbers() {
@@ -619,6 +671,9 @@
     }
     refresh();
   }
+
+  // For tests (DashboardTests): the percentile maths, callable with known buckets.
+  window.porticoDashboard = Object.freeze({ quantile });
 
   document.addEventListener('DOMContentLoaded', () => {
     $('login-form').addEventListener('submit', (event) => {
