@@ -167,6 +167,32 @@ public sealed class DashboardTests(ITestOutputHelper output)
         }
     }
 
+    [ChromiumFact]
+    public async Task Dashboard_NoTokenConfigured_SaysHowToSetOne()
+    {
+        await using var upstream = await TestUpstream.StartAsync(Upstream);
+        var port = Ports.GetFree();
+        var admin = Ports.GetFree();
+        await using var gateway = await GatewayProcess.StartAsync($"""
+            server:
+              listen_address: "127.0.0.1"
+              listen_port: {port}
+            admin:
+              listen_port: {admin}
+            upstreams:
+              backend:
+                servers: ["{upstream.Address}"]
+            """, port);
+        await gateway.WaitForPortAsync(admin, TimeSpan.FromSeconds(30));
+        await using var browser = await HeadlessChromium.StartAsync(Width, 900);
+        await browser.NavigateAsync($"http://127.0.0.1:{admin}/");
+
+        await browser.WaitForAsync("document.getElementById('login-error').textContent.includes('PORTICO_ADMIN_TOKEN')", TimeSpan.FromSeconds(10),
+            "document.getElementById('login-error').textContent");
+        Assert.Contains("admin.token", (await browser.EvaluateAsync("document.getElementById('login-error').textContent")).GetString()!, StringComparison.Ordinal);
+        Assert.Equal("login", (await browser.EvaluateAsync("document.body.dataset.state")).GetString());
+    }
+
     private static async Task Upstream(HttpContext context)
     {
         if (context.Request.Path.StartsWithSegments("/api/fail"))

@@ -714,6 +714,16 @@
       start();
     } else {
       showLogin('');
+      // Asked without a token, the API says 401 when a token is configured and 403 admin_api_disabled when none is:
+      // then say so at once instead of letting the operator type a token that cannot work.
+      fetch('/api/stats', { cache: 'no-store' })
+        .then((r) => r.json())
+        .then((body) => {
+          if (body && body.error === 'admin_api_disabled' && !token) {
+            $('login-error').textContent = body.message;
+          }
+        })
+        .catch(() => {});
     }
   });
 })();
