@@ -7,8 +7,9 @@ if ! command -v dotnet >/dev/null 2>&1; then
     exit 1
 fi
 # prometheus: only for promtool, which checks the /metrics exposition format in the unit tests.
+# chromium: the headless browser that tests the admin dashboard (DashboardTests, over the DevTools protocol).
 packages=(curl ca-certificates openssl procps nginx haproxy wrk nghttp2-client
-          python3 python3-websockets python3-grpcio python3-grpc-tools prometheus)
+          python3 python3-websockets python3-grpcio python3-grpc-tools prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

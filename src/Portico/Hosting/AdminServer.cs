@@ -1,5 +1,4 @@
 using System.Net;
-using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -7,23 +6,48 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Portico.Admin;
 using Portico.Gateway;
+using Portico.Upstreams;
 
 namespace Portico.Hosting;
 
 /// <summary>
-/// The admin listener (loopback:9080 by default): liveness (<c>/health</c>, <c>/healthz</c>), readiness
-/// (<c>/ready</c>: config loaded and every upstream has an available server), a status page (<c>/</c>) and its
-/// data (<c>/status.json</c>). Kept off the data-plane port so it is never exposed by accident.
+/// The admin listener (loopback:9080 by default): liveness (<c>/health</c>, <c>/healthz</c>) and readiness
+/// (<c>/ready</c>: config loaded and every upstream has an available server) without a token, the token-protected
+/// admin API under <c>/api/</c> (<see cref="AdminApi"/>), and the dashboard at <c>/</c>, a static page that asks for the
+/// token and then polls the API. Kept off the data-plane port so it is never exposed by accident. docs/admin.md.
 /// </summary>
 internal static class AdminServer
 {
-    public static WebApplication Build(IPEndPoint endpoint, GatewayApp app, ILoggerFactory loggerFactory, ListenSockets? sockets)
+    /// <summary>The dashboard's files, embedded in the assembly (Admin/Dashboard): no CDN, nothing to deploy.</summary>
+    private static readonly Lazy<Dictionary<string, (byte[] Content, string ContentType)>> Assets = new(LoadAssets);
+
+    /// <summary>
+    /// Only this origin's own files and API; no inline script, no framing. The page builds its DOM with textContent,
+    /// so a route or server name cannot inject markup; this policy is the second fence.
+    /// </summary>
+    private const string ContentSecurityPolicy =
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+    /// <param name="endpoint">Where to listen.</param>
+    /// <param name="app">The gateway whose state is shown and acted on.</param>
+    /// <param name="loggerFactory">Loggers.</param>
+    /// <param name="sockets">Listening sockets kept across reloads and upgrades; null to let Kestrel bind.</param>
+    /// <param name="reload">
+    /// Reloads the config as SIGHUP does (<c>PorticoHost.ReloadAsync</c>); true when applied. Null: <c>POST /api/reload</c>
+    /// answers 501.
+    /// </param>
+    /// <param name="configPath">The config file, read again to report why a reload was rejected; null: no details.</param>
+    public static WebApplication Build(IPEndPoint endpoint, GatewayApp app, ILoggerFactory loggerFactory, ListenSockets? sockets,
+        Func<Task<bool>>? reload = null, string? configPath = null)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
         builder.Services.AddSingleton<IHostLifetime, NoLifetime>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
+        var rates = new ServerRates(TimeProvider.System);
+        builder.Services.AddSingleton<IHostedService>(new RateSampler(rates, app));
         builder.WebHost.UseKestrelCore();
         if (sockets is not null)
         {
@@ -35,15 +59,21 @@ internal static class AdminServer
             kestrel.Listen(endpoint);
         });
         var web = builder.Build();
-        web.Run(context => HandleAsync(context, app));
+        var api = new AdminApi(app, AdminToken.FromEnvironment(), rates, reload, configPath, loggerFactory.CreateLogger("Portico.Admin"));
+        web.Run(context => HandleAsync(context, app, api));
         return web;
     }
 
-    private static Task HandleAsync(HttpContext context, GatewayApp app)
+    private static Task HandleAsync(HttpContext context, GatewayApp app, AdminApi api)
     {
         var path = context.Request.Path.Value ?? "/";
         var response = context.Response;
         response.Headers.CacheControl = "no-store";
+        response.Headers.XContentTypeOptions = "nosniff";
+        if (path == "/api" || path.StartsWith("/api/", StringComparison.Ordinal))
+        {
+            return api.HandleAsync(context);
+        }
         switch (path)
         {
             case "/health" or "/healthz":
@@ -54,12 +84,10 @@ internal static class AdminServer
                 response.StatusCode = ready ? 200 : 503;
                 response.ContentType = "application/json";
                 return response.WriteAsync(JsonSerializer.Serialize(new Dictionary<string, string> { ["status"] = ready ? "ready" : "not_ready", ["reason"] = reason }) + "\n");
-            case "/status.json":
-                response.ContentType = "application/json";
-                return response.WriteAsync(StatusJson(app.Snapshot));
-            case "/":
-                response.ContentType = "text/html; charset=utf-8";
-                return response.WriteAsync(StatusPage(app.Snapshot));
+            case "/" or "/index.html":
+                return AssetAsync(context, "index.html");
+            case "/dashboard.js" or "/dashboard.css":
+                return AssetAsync(context, path[1..]);
             default:
                 response.StatusCode = 404;
                 response.ContentType = "application/json";
@@ -84,84 +112,74 @@ internal static class AdminServer
         return (true, "config loaded");
     }
 
-    private static string StatusJson(GatewaySnapshot snapshot)
+    /// <summary>A dashboard file; the page itself carries no data, so it is served without the token.</summary>
+    private static Task AssetAsync(HttpContext context, string name)
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        var response = context.Response;
+        if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
         {
-            w.WriteStartObject();
-            w.WriteString("version", typeof(AdminServer).Assembly.GetName().Version?.ToString(3));
-            w.WriteNumber("config_generation", snapshot.Generation);
-            w.WriteStartArray("routes");
-            foreach (var route in snapshot.Routes.Routes)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", route.Name);
-                w.WriteString("path", route.Path);
-                w.WriteString("host", route.Host);
-                w.WriteString("upstream", route.UpstreamName);
-                w.WriteBoolean("auth_required", route.AuthRequired);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("upstreams");
-            foreach (var upstream in snapshot.Upstreams.Values)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", upstream.Name);
-                w.WriteString("strategy", upstream.Policy.Name);
-                w.WriteString("protocol", upstream.Config.Protocol);
-                w.WriteStartArray("servers");
-                foreach (var server in upstream.Servers)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("address", server.Authority);
-                    w.WriteNumber("weight", server.Weight);
-                    w.WriteBoolean("healthy", server.State.IsHealthy);
-                    w.WriteBoolean("draining", server.State.IsDraining);
-                    w.WriteBoolean("ejected", server.State.IsEjected);
-                    w.WriteBoolean("available", server.State.IsAvailable);
-                    w.WriteString("circuit_breaker", server.State.Breaker is { } breaker ? breaker.State.ToString().ToLowerInvariant() : "off");
-                    w.WriteNumber("in_flight", server.State.InFlight);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteEndObject();
+            response.Headers.Allow = "GET, HEAD";
+            response.StatusCode = StatusCodes.Status405MethodNotAllowed;
+            return Task.CompletedTask;
         }
-        return Encoding.UTF8.GetString(stream.ToArray()) + "\n";
+        var (content, contentType) = Assets.Value[name];
+        response.ContentType = contentType;
+        response.ContentLength = content.Length;
+        response.Headers.ContentSecurityPolicy = ContentSecurityPolicy;
+        response.Headers.XFrameOptions = "DENY";
+        response.Headers["Referrer-Policy"] = "no-referrer";
+        return HttpMethods.IsHead(context.Request.Method) ? Task.CompletedTask : response.Body.WriteAsync(content).AsTask();
     }
 
-    private static string StatusPage(GatewaySnapshot snapshot)
+    private static Dictionary<string, (byte[] Content, string ContentType)> LoadAssets()
     {
-        var html = new StringBuilder();
-        html.Append("<!doctype html><html><head><meta charset=\"utf-8\"><title>Portico status</title>")
-            .Append("<style>body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin-bottom:1.5rem}")
-            .Append("td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}.ok{color:#1a7f37}.bad{color:#cf222e}</style></head><body>")
-            .Append("<h1>Portico</h1><p>Config generation ").Append(snapshot.Generation).Append(". Data: <a href=\"/status.json\">/status.json</a>, ")
-            .Append("<a href=\"/health\">/health</a>, <a href=\"/ready\">/ready</a>.</p><h2>Routes</h2><table><tr><th>path</th><th>host</th><th>upstream</th><th>auth</th></tr>");
-        foreach (var route in snapshot.Routes.Routes)
+        var assembly = typeof(AdminServer).Assembly;
+        var assets = new Dictionary<string, (byte[], string)>(StringComparer.Ordinal);
+        foreach (var (name, contentType) in new[]
         {
-            html.Append("<tr><td>").Append(WebUtility.HtmlEncode(route.Path)).Append("</td><td>").Append(WebUtility.HtmlEncode(route.Host ?? "*"))
-                .Append("</td><td>").Append(WebUtility.HtmlEncode(route.UpstreamName ?? "(respond)")).Append("</td><td>")
-                .Append(route.AuthRequired ? "required" : "-").Append("</td></tr>");
+            ("index.html", "text/html; charset=utf-8"),
+            ("dashboard.js", "text/javascript; charset=utf-8"),
+            ("dashboard.css", "text/css; charset=utf-8"),
+        })
+        {
+            using var stream = assembly.GetManifestResourceStream("Portico.Admin.Dashboard." + name)
+                ?? throw new InvalidOperationException($"dashboard file {name} is not embedded in {assembly.GetName().Name}");
+            using var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            assets[name] = (copy.ToArray(), contentType);
         }
-        html.Append("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>strategy</th><th>server</th><th>state</th><th>breaker</th><th>in flight</th></tr>");
-        foreach (var upstream in snapshot.Upstreams.Values)
+        return assets;
+    }
+
+    /// <summary>Samples every server's totals once a second while the admin listener runs (<see cref="ServerRates"/>).</summary>
+    private sealed class RateSampler(ServerRates rates, GatewayApp app) : IHostedService, IDisposable
+    {
+        private ITimer? _timer;
+
+        public Task StartAsync(CancellationToken cancellationToken)
         {
-            foreach (var server in upstream.Servers)
+            _timer = TimeProvider.System.CreateTimer(_ => rates.Sample(States(app.Snapshot)), null, TimeSpan.Zero, TimeSpan.FromSeconds(1));
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken)
+        {
+            Dispose();
+            return Task.CompletedTask;
+        }
+
+        public void Dispose() => _timer?.Dispose();
+
+        private static IEnumerable<ServerState> States(GatewaySnapshot snapshot)
+        {
+            foreach (var upstream in snapshot.Upstreams.Values)
             {
-                var ok = server.State.IsAvailable;
-                html.Append("<tr><td>").Append(WebUtility.HtmlEncode(upstream.Name)).Append("</td><td>").Append(upstream.Policy.Name)
-                    .Append("</td><td>").Append(WebUtility.HtmlEncode(server.Authority)).Append("</td><td class=\"").Append(ok ? "ok\">up" : "bad\">down")
-                    .Append("</td><td>").Append(server.State.Breaker is { } breaker ? breaker.State.ToString().ToLowerInvariant() : "off")
-                    .Append("</td><td>").Append(server.State.InFlight).Append("</td></tr>");
+                foreach (var server in upstream.Servers)
+                {
+                    yield return server.State;
+                }
             }
         }
-        html.Append("</table></body></html>\n");
-        return html.ToString();
     }
 
     private sealed class NoLifetime : IHostLifetime

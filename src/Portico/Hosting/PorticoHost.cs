@@ -472,7 +472,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         var sockets = UnixNative.IsSupported ? _sockets : null;
         if (spec.Kind == ListenerKind.Admin)
         {
-            return AdminServer.Build(spec.Endpoint, _app, _loggerFactory, sockets);
+            return AdminServer.Build(spec.Endpoint, _app, _loggerFactory, sockets, ReloadAsync, _configPath);
         }
         if (spec.Kind == ListenerKind.Metrics)
         {
@@ -802,7 +802,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
         Check(config.Tls.Acme.Enabled, "tls.acme");
         Check(config.Tls.OcspStapling, "tls.ocsp_stapling");
         Check(config.Tls.HstsEnabled, "tls.hsts_enabled");
-        Check(config.Admin.Token is not null, "admin.token");
         Check(config.Logging.OtlpEndpoint is not null && !config.Monitoring.Tracing.Enabled,
             "OTLP log export (logging.otlp_endpoint only carries traces, with monitoring.tracing.enabled)");
         var sni = false;

@@ -44,6 +44,8 @@ public sealed class ServerModel
 public sealed class ServerState
 {
     private int _inFlight;
+    private long _requests;
+    private long _failures;
     private volatile bool _healthy = true;
     private volatile bool _draining;
 
@@ -52,6 +54,15 @@ public sealed class ServerState
 
     /// <summary>False when health checks or the circuit breaker took the server out.</summary>
     public bool IsHealthy => _healthy;
+
+    /// <summary>
+    /// Attempts sent to this server since it entered the config (a retry elsewhere counts on each server it reached).
+    /// Only goes up; the admin API turns it into a recent rate by sampling it.
+    /// </summary>
+    public long Requests => Volatile.Read(ref _requests);
+
+    /// <summary>Failed attempts on live traffic (connect failure, timeout, reset, 5xx), counted by <see cref="ReportFailure"/>.</summary>
+    public long Failures => Volatile.Read(ref _failures);
 
     /// <summary>True when an operator drained the server: no new requests.</summary>
     public bool IsDraining => _draining;
@@ -99,6 +110,7 @@ public sealed class ServerState
     /// </summary>
     public bool ReportFailure(int maxFails, TimeSpan ejectFor)
     {
+        Interlocked.Increment(ref _failures);
         if (Interlocked.Increment(ref _consecutiveFailures) < maxFails)
         {
             return false;
@@ -112,7 +124,16 @@ public sealed class ServerState
 
     public void SetDraining(bool draining) => _draining = draining;
 
-    public void OnRequestStart() => Interlocked.Increment(ref _inFlight);
+    /// <summary>An attempt to this server begins; pair with <see cref="OnRequestEnd"/>.</summary>
+    /// <remarks>
+    /// Two atomics on the same cache line: the second costs little once the line is held, and a per-server total is
+    /// the only way to show a server's own request rate (the metrics count per upstream, to keep series few).
+    /// </remarks>
+    public void OnRequestStart()
+    {
+        Interlocked.Increment(ref _inFlight);
+        Interlocked.Increment(ref _requests);
+    }
 
     public void OnRequestEnd() => Interlocked.Decrement(ref _inFlight);
 }

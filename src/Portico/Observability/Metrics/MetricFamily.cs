@@ -140,6 +140,21 @@ public abstract class MetricFamily<TCell> : MetricFamily
 
     public TCell WithLabels(string v0, string v1, string v2) => WithLabels(LabelValues.Of(v0, v1, v2));
 
+    /// <summary>
+    /// Each label set with its cell, in order of first use: a copy for readers other than the scrape (the admin API sums
+    /// them). Allocates; not for the request path.
+    /// </summary>
+    public KeyValuePair<LabelValues, TCell>[] GetCells()
+    {
+        var entries = Volatile.Read(ref _entries);
+        var cells = new KeyValuePair<LabelValues, TCell>[entries.Length];
+        for (var i = 0; i < entries.Length; i++)
+        {
+            cells[i] = new KeyValuePair<LabelValues, TCell>(entries[i].Values, entries[i].Cell);
+        }
+        return cells;
+    }
+
     /// <summary>Removes the series of a label set (a route or server that is gone); true when it existed.</summary>
     public bool Remove(LabelValues values)
     {
