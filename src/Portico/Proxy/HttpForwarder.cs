@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -40,6 +41,7 @@ internal sealed class HttpForwarder
     }
 
     /// <summary>Forwards one attempt. Returns null on success, else the error (the response may have started).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ProxyError?> ForwardAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
     {
         var httpContext = session.HttpContext;
@@ -94,8 +96,8 @@ internal sealed class HttpForwarder
         await app.UpstreamRequestFilterAsync(session, upstreamRequest, ctx);
 
         // :: Step 4
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
-        cts.CancelAfter(readTimeout);
+        using var timeout = TimeoutSource.Rent(requestAborted, readTimeout);
+        var cts = timeout.Source;
         HttpResponseMessage response;
         var sendStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         try
@@ -407,6 +409,7 @@ internal sealed class HttpForwarder
         return new ProxyError(ProxyErrorKind.Internal, ProxyErrorSource.Internal, false, "unexpected error sending upstream", ex);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<ProxyError?> CopyResponseBodyAsync(ProxySession session, HttpResponseMessage response, CancellationTokenSource cts, TimeSpan readTimeout, CancellationToken requestAborted)
     {
         var downstream = session.Response;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Portico.Observability;
@@ -92,6 +93,7 @@ public sealed partial class ProxyService<TContext>
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ProxyError?> ProxyAsync(ProxySession session, TContext ctx)
     {
         while (true)

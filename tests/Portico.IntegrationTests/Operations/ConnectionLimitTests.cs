@@ -27,10 +27,11 @@ public sealed class ConnectionLimitTests
         var port = Ports.GetFree();
         var extra = Ports.GetFree();
         await using var gateway = await GatewayProcess.StartAsync(Config(port, extra, upstream.Port, 2), port);
-        await Task.Delay(300); // the readiness probe's connection has closed
-
-        await using var first = await OpenServedAsync(port);
-        await using var second = await OpenServedAsync(extra);
+        // The start-up probe's connection counts until the gateway has seen it close, which on a busy machine can take
+        // a moment: retry until two connections are served.
+        var (first, second) = await OpenTwoServedAsync(port, extra);
+        await using var disposeFirst = first;
+        await using var disposeSecond = second;
         await using var third = await RawHttpConnection.ConnectAsync(port);
         await third.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         Assert.True(await third.IsClosedByServerAsync(TimeSpan.FromSeconds(5)), "a third connection was served with max_connections: 2");
@@ -39,6 +40,25 @@ public sealed class ConnectionLimitTests
         gateway.Signal(GatewayProcess.SIGHUP);
         await gateway.WaitForOutputAsync("generation 2", TimeSpan.FromSeconds(15));
         await using var fourth = await OpenServedAsync(extra);
+    }
+
+    private static async Task<(RawHttpConnection, RawHttpConnection)> OpenTwoServedAsync(int port, int extra)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (true)
+        {
+            var first = await OpenServedAsync(port);
+            var second = await RawHttpConnection.ConnectAsync(extra);
+            await second.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            if ((await second.ReadResponseAsync(timeout: TimeSpan.FromSeconds(5)))?.Status == 200)
+            {
+                return (first, second);
+            }
+            await first.DisposeAsync();
+            await second.DisposeAsync();
+            Assert.True(DateTime.UtcNow < deadline, "two connections were never served with max_connections: 2");
+            await Task.Delay(100);
+        }
     }
 
     private static async Task<RawHttpConnection> OpenServedAsync(int port)
