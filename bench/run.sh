@@ -464,20 +464,32 @@ backend origin
 EOF
             ;;
         portico)
+            pick_port
             cat >"$TMP/$name.yaml" <<EOF
-# One upstream and no routes: every request goes to it. Admin listener off, logging at warn (no access log).
-# h2c is served on the same port (prior knowledge).
+# Portico with its default features on, as issue 5 measures it: a route, request ids, Prometheus metrics (on their
+# own port, not scraped during the run) and the access log at its default 1 % sample (to a file). Admin listener
+# off. h2c is served on the same port (prior knowledge).
 server:
   bind_address: "127.0.0.1:$port"
   upgrade_socket: "off"
 upstreams:
   origin:
+    health_check: {enabled: false}
     servers:
       - "127.0.0.1:$ORIGIN_PORT"
+routes:
+  - name: all
+    path: /*
+    upstream: origin
+monitoring:
+  prometheus:
+    enabled: true
+    listen_address: "127.0.0.1"
+    listen_port: $PORT
 admin:
   enabled: false
 logging:
-  level: "warn"
+  level: "info"
 EOF
             ;;
         yarp) : ;;   # configured on the command line: bench/YarpProxy/Program.cs
