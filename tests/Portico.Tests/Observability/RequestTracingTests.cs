@@ -75,13 +75,7 @@ public sealed class RequestTracingTests : IDisposable
         var session = Session(NotSampled, "vendor=x");
         Assert.Null(RequestTracing.StartServerSpan(session, 1.0));
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < Requests; i++)
-        {
-            RequestTracing.StartServerSpan(session, 1.0);
-        }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        AllocationAssert.Zero(() => RequestTracing.StartServerSpan(session, 1.0), Requests);
     }
 
     [Fact]
@@ -90,13 +84,7 @@ public sealed class RequestTracingTests : IDisposable
         var session = Session();
         Assert.Null(RequestTracing.StartServerSpan(session, 0.0));
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < Requests; i++)
-        {
-            RequestTracing.StartServerSpan(session, 0.0);
-        }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        AllocationAssert.Zero(() => RequestTracing.StartServerSpan(session, 0.0), Requests);
     }
 
     [Fact]
