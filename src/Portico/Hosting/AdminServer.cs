@@ -42,17 +42,9 @@ internal static class AdminServer
     public static WebApplication Build(IPEndPoint endpoint, GatewayApp app, ILoggerFactory loggerFactory, ListenSockets? sockets,
         Func<Task<bool>>? reload = null, string? configPath = null)
     {
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-        builder.Services.AddSingleton(loggerFactory);
-        builder.Services.AddSingleton<IHostLifetime, NoLifetime>();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
+        var builder = ListenerServer.CreateBuilder(loggerFactory, sockets);
         var rates = new ServerRates(TimeProvider.System);
         builder.Services.AddSingleton<IHostedService>(new RateSampler(rates, app));
-        builder.WebHost.UseKestrelCore();
-        if (sockets is not null)
-        {
-            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
-        }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -180,12 +172,5 @@ internal static class AdminServer
                 }
             }
         }
-    }
-
-    private sealed class NoLifetime : IHostLifetime
-    {
-        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }

@@ -6,7 +6,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Portico.Config;
@@ -478,17 +477,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
         {
             return BuildMetricsServer(spec, sockets);
         }
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-        builder.Services.AddSingleton(_loggerFactory);
-        builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
-        // Stops are bounded by the tokens passed to StopAsync (graceful_timeout_seconds at shutdown; none for a
-        // server retired by a reload), not by the host's own timeout.
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
-        builder.WebHost.UseKestrelCore();
-        if (sockets is not null)
-        {
-            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
-        }
+        var builder = ListenerServer.CreateBuilder(_loggerFactory, sockets);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             ApplyLimits(kestrel, spec.Limits!);
@@ -536,15 +525,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
     /// <summary>The Prometheus scrape listener: the metrics path, 404 elsewhere.</summary>
     private WebApplication BuildMetricsServer(ListenerSpec spec, ListenSockets? sockets)
     {
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-        builder.Services.AddSingleton(_loggerFactory);
-        builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
-        builder.WebHost.UseKestrelCore();
-        if (sockets is not null)
-        {
-            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
-        }
+        var builder = ListenerServer.CreateBuilder(_loggerFactory, sockets);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -855,14 +836,6 @@ public sealed partial class PorticoHost : IAsyncDisposable
         }
         _tracing?.Dispose();
         _loggerFactory.Dispose();
-    }
-
-    /// <summary>The host's lifetime is driven by <see cref="PorticoHost"/>'s own signal handling.</summary>
-    private sealed class ManualLifetime : IHostLifetime
-    {
-        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     private static partial class Log
