@@ -25,18 +25,6 @@ public sealed class ListenSockets : IDisposable
     /// <summary>How many connections may wait to be accepted (listen(2) backlog).</summary>
     public int Backlog { get; init; } = 1024;
 
-    /// <summary>Endpoints with a socket, as "address:port".</summary>
-    public IReadOnlyList<string> Keys
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return [.. _sockets.Keys];
-            }
-        }
-    }
-
     /// <summary>The key of an endpoint: "127.0.0.1:8080", "[::]:443".</summary>
     public static string KeyOf(EndPoint endpoint) => endpoint.ToString() ?? "";
 
@@ -81,15 +69,6 @@ public sealed class ListenSockets : IDisposable
             }
             _sockets[key] = socket;
             return socket;
-        }
-    }
-
-    /// <summary>True when a socket for <paramref name="endpoint"/> exists (bound here or adopted).</summary>
-    public bool Contains(EndPoint endpoint)
-    {
-        lock (_lock)
-        {
-            return _sockets.ContainsKey(KeyOf(endpoint));
         }
     }
 

@@ -10,9 +10,6 @@ namespace Portico.Hosting;
 /// </summary>
 public static class SystemdNotify
 {
-    /// <summary>True when $NOTIFY_SOCKET is set.</summary>
-    public static bool IsAvailable => Environment.GetEnvironmentVariable("NOTIFY_SOCKET") is { Length: > 0 };
-
     /// <summary>Sends <paramref name="state"/> (e.g. "READY=1"); returns false when there is no notify socket or the send failed.</summary>
     public static bool Notify(string state)
     {

@@ -41,8 +41,6 @@ internal sealed partial class UpgradeHandoff : IAsyncDisposable
         _logger = logger;
     }
 
-    public string Path => _path;
-
     /// <summary>
     /// Serves the hand-off on <paramref name="path"/>. <paramref name="onTakenOver"/> runs (with the new process's
     /// pid) once a new process has the sockets and accepts on them: the caller drains and exits.
