@@ -208,18 +208,9 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     {
         if (error.Kind == ProxyErrorKind.UpstreamRetryStatus)
         {
-            // ShouldRetryResponse already spent the budget. A 5xx counts against the server as it would have had it
-            // been delivered; a 429 or 409 says nothing about the server's health.
-            if (session.UpstreamStatus >= 500)
-            {
-                ReportFailure(peer, ctx, "status " + session.UpstreamStatus);
-            }
-            else
-            {
-                peer.Server.State.ReportSuccess();
-                ctx.Breaker?.OnSuccess();
-                ctx.Breaker = null;
-            }
+            // ShouldRetryResponse already spent the budget. The discarded answer counts as it would have had it been
+            // delivered: a 5xx against the server, a 429 or 409 for it.
+            ReportAnswer(peer, ctx, session.UpstreamStatus);
             return error;
         }
         if (error.Source == ProxyErrorSource.Upstream)
@@ -275,18 +266,21 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
 
     public override ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, GatewayContext ctx)
     {
-        var state = session.Peer!.Server.State;
-        if (session.UpstreamStatus >= 500)
-        {
-            ReportFailure(session.Peer, ctx, "status " + session.UpstreamStatus);
-        }
-        else
-        {
-            state.ReportSuccess();
-            ctx.Breaker?.OnSuccess();
-            ctx.Breaker = null;
-        }
+        ReportAnswer(session.Peer!, ctx, session.UpstreamStatus);
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>An upstream answer for passive health and the breaker: a 5xx is a failure, anything else a success.</summary>
+    private void ReportAnswer(UpstreamPeer peer, GatewayContext ctx, int status)
+    {
+        if (status >= 500)
+        {
+            ReportFailure(peer, ctx, "status " + status);
+            return;
+        }
+        peer.Server.State.ReportSuccess();
+        ctx.Breaker?.OnSuccess();
+        ctx.Breaker = null;
     }
 
     /// <summary>GET, HEAD, OPTIONS, TRACE, PUT and DELETE (RFC 9110 §9.2.2).</summary>
