@@ -14,6 +14,7 @@ internal static class Program
 
     public static async Task<int> Main(string[] args)
     {
+        SocketEngine.PreferInlineCompletions();
         var configArgument = new Argument<string?>("CONFIG") { Description = "Path to the YAML config (default: config/default.yaml)", Arity = ArgumentArity.ZeroOrOne };
         var configOption = new Option<string?>("--config", "-c") { Description = "Path to the YAML config" };
         var upgradeOption = new Option<bool>("--upgrade")

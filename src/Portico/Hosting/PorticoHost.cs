@@ -177,7 +177,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             WatchConfigFile();
         }
         Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off",
-            handoffPath ?? "off");
+            handoffPath ?? "off", SocketEngine.Mode);
         SystemdNotify.Notify($"READY=1\nMAINPID={Environment.ProcessId}\nSTATUS=serving on {string.Join(", ", Addresses)}");
     }
 
@@ -620,6 +620,9 @@ public sealed partial class PorticoHost : IAsyncDisposable
     /// </summary>
     public async Task<bool> ReloadAsync()
     {
+        // Reading the file, compiling the config and loading certificates block for milliseconds: never on a socket's
+        // epoll thread (POST /api/reload arrives on one when socket completions run inline; see SocketEngine).
+        await Task.Yield();
         await _reloadLock.WaitAsync();
         try
         {
@@ -840,8 +843,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}")]
-        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket);
+        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}")]
+        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions);
 
         [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Upgrade: took over {Count} listening sockets from process {Pid}: {Keys}")]
         public static partial void Adopted(ILogger logger, int count, int pid, string keys);

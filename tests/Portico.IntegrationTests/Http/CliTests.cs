@@ -118,6 +118,23 @@ public sealed class CliTests
     }
 
     [Theory]
+    [InlineData(null, "inline")]
+    [InlineData("0", "thread pool")]
+    public async Task Start_SocketCompletions_InlineUnlessTheOperatorSaysOtherwise(string? setting, string expected)
+    {
+        // Inline socket completions are Portico's default (SocketEngine); DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0
+        // keeps the runtime's thread-pool hand-off. Either way requests are proxied.
+        await using var upstream = await RecordingUpstream.StartAsync("sock");
+        var port = Ports.GetFree();
+        var env = setting is null ? null : new Dictionary<string, string> { ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = setting };
+        await using var gateway = await GatewayProcess.StartAsync(MinimalYaml(port, upstream.Address), port, env);
+
+        await gateway.WaitForOutputAsync($"socket completions {expected}", TimeSpan.FromSeconds(10));
+        var response = await Curl.RunAsync("--max-time", "10", $"http://127.0.0.1:{port}/s");
+        Assert.True(response.Status == 200, response + "\n" + gateway.Output);
+    }
+
+    [Theory]
     [InlineData("debug", true)]
     [InlineData("info", false)]
     public async Task PorticoLog_Debug_EnablesDebugOutput(string level, bool expectDebug)
