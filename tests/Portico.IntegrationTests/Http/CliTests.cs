@@ -117,6 +117,18 @@ public sealed class CliTests
         Assert.Contains("line 11", gateway.Output);
     }
 
+    [Fact]
+    public async Task RuntimeConfig_TiersUpWithoutTheCallCountingDelay()
+    {
+        // Without it the JIT waits for 100 ms free of new tier-0 methods before it starts promoting hot methods, which
+        // under steady load takes 45-60 s (docs/operations.md); the setting lives in portico.runtimeconfig.json.
+        var path = Path.ChangeExtension(GatewayProcess.PorticoDll, ".runtimeconfig.json");
+        using var json = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(path));
+        var properties = json.RootElement.GetProperty("runtimeOptions").GetProperty("configProperties");
+        Assert.Equal(0, properties.GetProperty("System.Runtime.TieredCompilation.CallCountingDelayMs").GetInt32());
+        Assert.False(properties.GetProperty("System.GC.Server").GetBoolean());
+    }
+
     [Theory]
     [InlineData(null, "inline")]
     [InlineData("0", "thread pool")]
