@@ -435,6 +435,12 @@ internal sealed class HttpForwarder
             // Kestrel sends it as one HEADERS frame with END_STREAM, which clients read as trailers; flushed early it
             // becomes HEADERS + empty DATA, and clients report UNKNOWN "Stream removed" instead of the status.
             var flushHeadersEarly = !response.Headers.NonValidated.Contains("grpc-status");
+            // A body with a Content-Length is a finite transfer already under way: read it straight into a buffer.
+            // Only an open-ended body (chunked or close-delimited: SSE, gRPC streams, long polls) first waits with a
+            // zero-byte read, so an idle stream holds no buffer; for a sized body that read is one more receive call
+            // (and often one more epoll round) per response for nothing.
+            var contentLength = response.Content.Headers.ContentLength;
+            var wroteAny = false;
             while (true)
             {
                 int read;
@@ -443,30 +449,21 @@ internal sealed class HttpForwarder
                     cts.CancelAfter(readTimeout);
                     if (buffer is null)
                     {
-                        // Zero-byte read: wait for data without holding a buffer (idle streams cost no memory).
-                        var ready = source.ReadAsync(Memory<byte>.Empty, cts.Token);
-                        if (flushHeadersEarly && !ready.IsCompleted)
+                        if (contentLength is null)
                         {
-                            var waiting = ready.AsTask();
-                            try
-                            {
-                                await destination.FlushAsync(requestAborted);
-                            }
-                            catch (Exception ex)
-                            {
-                                cts.Cancel();
-                                await ((Task)waiting).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-                                return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: false);
-                            }
-                            await waiting;
+                            // Zero-byte read: wait for data without holding a buffer (idle streams cost no memory).
+                            await FlushHeadersWhileWaitingAsync(source.ReadAsync(Memory<byte>.Empty, cts.Token), flushHeadersEarly, destination, requestAborted, cts);
                         }
-                        else
-                        {
-                            await ready;
-                        }
-                        buffer = ArrayPool<byte>.Shared.Rent(ResponseBufferSize);
+                        buffer = ArrayPool<byte>.Shared.Rent(contentLength is { } length && length < ResponseBufferSize ? (int)Math.Max(length, 1) : ResponseBufferSize);
                     }
-                    read = await source.ReadAsync(buffer.AsMemory(), cts.Token);
+                    var pending = source.ReadAsync(buffer.AsMemory(), cts.Token);
+                    read = wroteAny || !flushHeadersEarly || pending.IsCompleted
+                        ? await pending
+                        : await FlushHeadersWhileWaitingAsync(pending, flushHeadersEarly, destination, requestAborted, cts);
+                }
+                catch (DownstreamFlushException ex)
+                {
+                    return BodyError(session, ex.InnerException!, cts, requestAborted, readTimeout, upstreamSide: false);
                 }
                 catch (Exception ex)
                 {
@@ -479,6 +476,7 @@ internal sealed class HttpForwarder
                 try
                 {
                     await destination.WriteAsync(buffer.AsMemory(0, read), requestAborted);
+                    wroteAny = true;
                 }
                 catch (Exception ex)
                 {
@@ -501,6 +499,35 @@ internal sealed class HttpForwarder
             await source.DisposeAsync();
         }
     }
+
+    /// <summary>
+    /// Awaits a read from the upstream; when it is not ready at once and the headers should leave early, flushes them
+    /// to the client meanwhile (see <see cref="CopyResponseBodyAsync"/>). A failed flush cancels the read and is
+    /// reported as a <see cref="DownstreamFlushException"/>, so the caller blames the right side.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, bool flushHeadersEarly, Stream destination, CancellationToken requestAborted, CancellationTokenSource cts)
+    {
+        if (!flushHeadersEarly || read.IsCompleted)
+        {
+            return await read;
+        }
+        var waiting = read.AsTask();
+        try
+        {
+            await destination.FlushAsync(requestAborted);
+        }
+        catch (Exception ex)
+        {
+            cts.Cancel();
+            await ((Task)waiting).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            throw new DownstreamFlushException(ex);
+        }
+        return await waiting;
+    }
+
+    /// <summary>The client side failed while the headers were flushed early.</summary>
+    private sealed class DownstreamFlushException(Exception inner) : Exception(inner.Message, inner);
 
     private static ProxyError BodyError(ProxySession session, Exception ex, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout, bool upstreamSide)
     {

@@ -151,6 +151,43 @@ public sealed class BodyStreamingTests : IClassFixture<ProxyFixture>
         Assert.Equal("second\n", rest);
     }
 
+    [Fact]
+    public async Task Response_WithContentLength_HeadersLeaveBeforeTheBodyAndChunksAreNotHeld()
+    {
+        // A sized body is read without the zero-byte wait that open-ended bodies get; the headers must still leave
+        // as soon as the body is not ready, and a first chunk must not wait for the rest.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var released = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _fixture.Main.Map("/bodies/sized-slow", async context =>
+        {
+            context.Response.ContentLength = "first\nsecond\n".Length;
+            await context.Response.Body.FlushAsync(context.RequestAborted);
+            var gotHeaders = await Task.WhenAny(release.Task, Task.Delay(TimeSpan.FromSeconds(10))) == release.Task;
+            await context.Response.WriteAsync("first\n", context.RequestAborted);
+            await context.Response.Body.FlushAsync(context.RequestAborted);
+            await Task.Delay(300, context.RequestAborted);
+            released.TrySetResult(gotHeaders);
+            await context.Response.WriteAsync("second\n", context.RequestAborted);
+        });
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+
+        // Headers first: the upstream writes no body byte until the client has them.
+        using var response = await client.GetAsync(_fixture.Url("/bodies/sized-slow"), HttpCompletionOption.ResponseHeadersRead)
+            .WaitAsync(TimeSpan.FromSeconds(8));
+        release.SetResult();
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var first = await ReadAtLeastAsync(body, "first\n".Length, TimeSpan.FromSeconds(8));
+        var secondAlreadyWritten = released.Task.IsCompleted;
+        var rest = await ReadToEndAsync(body, TimeSpan.FromSeconds(10));
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(13, response.Content.Headers.ContentLength);
+        Assert.True(await released.Task.WaitAsync(TimeSpan.FromSeconds(10)), "the headers reached the client only with the body");
+        Assert.Equal("first\n", first);
+        Assert.False(secondAlreadyWritten, "the first chunk reached the client only after the second was written: the gateway held it");
+        Assert.Equal("second\n", rest);
+    }
+
     private static async Task CountAndHashAsync(HttpContext context)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
