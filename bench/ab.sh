@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two Portico builds (or one build under two environments), the way docs/performance.md measures
+# one change on a noisy machine: both run at once pinned to the same core, each is warmed up, then ROUNDS rounds
+# alternate D seconds of wrk load on A and on B while the other is stopped (SIGSTOP). Reported: requests per proxy
+# CPU-second (utime+stime from /proc) per round, and the medians.
+#
+#   bench/ab.sh A_BIN B_BIN                      # two published builds (path to the `portico` executable)
+#   A_ENV="X=1" B_ENV="DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0" bench/ab.sh BIN BIN
+#   URL_PATH=/bodies/64k.bin CONNECTIONS=64 ROUNDS=10 bench/ab.sh A_BIN B_BIN
+#
+# Needs nginx (the origin), wrk, taskset, python3. Everything listens on 127.0.0.1; all processes it starts are
+# stopped on exit. Build each side with `dotnet publish src/Portico.Cli -c Release -o <dir>`.
+set -euo pipefail
+
+A_BIN=${1:?usage: bench/ab.sh A_BIN B_BIN}
+B_BIN=${2:?usage: bench/ab.sh A_BIN B_BIN}
+A_ENV=${A_ENV:-}
+B_ENV=${B_ENV:-}
+ROUNDS=${ROUNDS:-8}
+D=${D:-6}
+WARMUP=${WARMUP:-40}
+CONNECTIONS=${CONNECTIONS:-64}
+URL_PATH=${URL_PATH:-/}
+
+for tool in nginx wrk taskset python3; do
+    command -v "$tool" >/dev/null || { echo "ab.sh: $tool not found" >&2; exit 1; }
+done
+[[ -x $A_BIN && -x $B_BIN ]] || { echo "ab.sh: $A_BIN or $B_BIN is not an executable" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if [[ $(nproc) -ge 2 ]]; then PIN_PROXY=(taskset -c 0); PIN_LOAD=(taskset -c 1); else PIN_PROXY=(); PIN_LOAD=(); fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-ab.XXXXXX")
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+ORIGIN=$(free_port); PORT_A=$(free_port); PORT_B=$(free_port); METRICS_A=$(free_port); METRICS_B=$(free_port)
+
+BODY=$(printf 'x%.0s' $(seq 1 100))
+mkdir -p "$TMP/www/bodies"
+head -c 65536 /dev/urandom >"$TMP/www/bodies/64k.bin"
+head -c 1048576 /dev/urandom >"$TMP/www/bodies/1m.bin"
+cat >"$TMP/origin.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/origin.pid;
+error_log $TMP/origin-error.log;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/cb; proxy_temp_path $TMP/pt; fastcgi_temp_path $TMP/ft; uwsgi_temp_path $TMP/ut; scgi_temp_path $TMP/st;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    sendfile on;
+    tcp_nopush on;
+    server {
+        listen 127.0.0.1:$ORIGIN backlog=4096;
+        location /bodies/ { root $TMP/www; default_type application/octet-stream; }
+        location / { default_type text/plain; return 200 "$BODY"; }
+    }
+}
+EOF
+for side in A B; do
+    if [[ $side == A ]]; then port=$PORT_A; metrics=$METRICS_A; else port=$PORT_B; metrics=$METRICS_B; fi
+    # The same config bench/run.sh gives Portico: its default features on.
+    cat >"$TMP/$side.yaml" <<EOF
+server:
+  bind_address: "127.0.0.1:$port"
+  upgrade_socket: "off"
+upstreams:
+  origin:
+    health_check: {enabled: false}
+    servers: ["127.0.0.1:$ORIGIN"]
+routes:
+  - name: all
+    path: /*
+    upstream: origin
+monitoring:
+  prometheus: {enabled: true, listen_address: "127.0.0.1", listen_port: $metrics}
+admin:
+  enabled: false
+logging:
+  level: "info"
+EOF
+done
+
+"${PIN_LOAD[@]}" nginx -c "$TMP/origin.conf" -e "$TMP/origin-error.log" >"$TMP/origin.out" 2>&1 &
+PIDS+=($!)
+# shellcheck disable=SC2086 # A_ENV/B_ENV are lists of VAR=value words
+env $A_ENV "${PIN_PROXY[@]}" "$A_BIN" "$TMP/A.yaml" >"$TMP/A.out" 2>&1 &
+A=$!; PIDS+=("$A")
+# shellcheck disable=SC2086
+env $B_ENV "${PIN_PROXY[@]}" "$B_BIN" "$TMP/B.yaml" >"$TMP/B.out" 2>&1 &
+B=$!; PIDS+=("$B")
+
+for port in "$PORT_A" "$PORT_B"; do
+    for _ in $(seq 1 150); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port$URL_PATH" && break
+        sleep 0.2
+    done
+    curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port$URL_PATH" \
+        || { echo "ab.sh: the proxy on port $port does not answer $URL_PATH" >&2; tail -n 20 "$TMP"/*.out >&2; exit 1; }
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s"
+    local before after rps
+    before=$(cpu_ticks "$1")
+    rps=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s "http://127.0.0.1:$2$URL_PATH" | awk '/Requests\/sec/{print $2}')
+    after=$(cpu_ticks "$1")
+    python3 -c "import os; t=($after-$before)/os.sysconf('SC_CLK_TCK'); print('%.0f %.0f' % ($rps*$3/t if t>0 else 0, $rps))"
+}
+
+echo "A: $A_BIN ${A_ENV:+($A_ENV)}"
+echo "B: $B_BIN ${B_ENV:+($B_ENV)}"
+echo "wrk -c$CONNECTIONS $URL_PATH; warm-up ${WARMUP} s each; $ROUNDS rounds of $D s, alternating; req per CPU-s / req/s"
+kill -STOP "$B"; measure "$A" "$PORT_A" "$WARMUP" >/dev/null; kill -CONT "$B"
+kill -STOP "$A"; measure "$B" "$PORT_B" "$WARMUP" >/dev/null; kill -CONT "$A"
+: >"$TMP/rounds"
+for round in $(seq 1 "$ROUNDS"); do
+    # alternate which side goes first, so neither always follows the other
+    if (( round % 2 )); then order="A B"; else order="B A"; fi
+    for side in $order; do
+        if [[ $side == A ]]; then pid=$A; other=$B; port=$PORT_A; else pid=$B; other=$A; port=$PORT_B; fi
+        kill -STOP "$other"
+        result=$(measure "$pid" "$port" "$D")
+        kill -CONT "$other"
+        echo "$round $side $result" | tee -a "$TMP/rounds"
+    done
+done
+python3 - "$TMP/rounds" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+med = {}
+for side in "AB":
+    per_cpu = [float(r[2]) for r in rows if r[1] == side]
+    rps = [float(r[3]) for r in rows if r[1] == side]
+    med[side] = statistics.median(per_cpu)
+    print(f"{side}: median {med[side]:,.0f} req per CPU-s (min {min(per_cpu):,.0f}, max {max(per_cpu):,.0f}); median {statistics.median(rps):,.0f} req/s")
+by_round = {}
+for r in rows:
+    by_round.setdefault(r[0], {})[r[1]] = float(r[2])
+wins = sum(1 for v in by_round.values() if len(v) == 2 and v["B"] > v["A"])
+print(f"B / A = {med['B'] / med['A']:.3f} (medians); B better in {wins} of {len(by_round)} rounds")
+EOF
