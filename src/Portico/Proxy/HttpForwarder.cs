@@ -434,13 +434,13 @@ internal sealed class HttpForwarder
             // answer (grpc-status among the headers, gRPC PROTOCOL-HTTP2.md): it has no body, and left alone
             // Kestrel sends it as one HEADERS frame with END_STREAM, which clients read as trailers; flushed early it
             // becomes HEADERS + empty DATA, and clients report UNKNOWN "Stream removed" instead of the status.
+            // Cleared once the first body bytes are written: those carry the headers with them.
             var flushHeadersEarly = !response.Headers.NonValidated.Contains("grpc-status");
             // A body with a Content-Length is a finite transfer already under way: read it straight into a buffer.
             // Only an open-ended body (chunked or close-delimited: SSE, gRPC streams, long polls) first waits with a
             // zero-byte read, so an idle stream holds no buffer; for a sized body that read is one more receive call
             // (and often one more epoll round) per response for nothing.
             var contentLength = response.Content.Headers.ContentLength;
-            var wroteAny = false;
             while (true)
             {
                 int read;
@@ -452,14 +452,13 @@ internal sealed class HttpForwarder
                         if (contentLength is null)
                         {
                             // Zero-byte read: wait for data without holding a buffer (idle streams cost no memory).
-                            await FlushHeadersWhileWaitingAsync(source.ReadAsync(Memory<byte>.Empty, cts.Token), flushHeadersEarly, destination, requestAborted, cts);
+                            var ready = source.ReadAsync(Memory<byte>.Empty, cts.Token);
+                            await (flushHeadersEarly && !ready.IsCompleted ? FlushHeadersWhileWaitingAsync(ready, destination, requestAborted, cts) : ready);
                         }
                         buffer = ArrayPool<byte>.Shared.Rent(contentLength is { } length && length < ResponseBufferSize ? (int)Math.Max(length, 1) : ResponseBufferSize);
                     }
                     var pending = source.ReadAsync(buffer.AsMemory(), cts.Token);
-                    read = wroteAny || !flushHeadersEarly || pending.IsCompleted
-                        ? await pending
-                        : await FlushHeadersWhileWaitingAsync(pending, flushHeadersEarly, destination, requestAborted, cts);
+                    read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
                 }
                 catch (DownstreamFlushException ex)
                 {
@@ -476,7 +475,7 @@ internal sealed class HttpForwarder
                 try
                 {
                     await destination.WriteAsync(buffer.AsMemory(0, read), requestAborted);
-                    wroteAny = true;
+                    flushHeadersEarly = false;
                 }
                 catch (Exception ex)
                 {
@@ -501,17 +500,13 @@ internal sealed class HttpForwarder
     }
 
     /// <summary>
-    /// Awaits a read from the upstream; when it is not ready at once and the headers should leave early, flushes them
-    /// to the client meanwhile (see <see cref="CopyResponseBodyAsync"/>). A failed flush cancels the read and is
-    /// reported as a <see cref="DownstreamFlushException"/>, so the caller blames the right side.
+    /// Flushes the headers to the client while a read from the upstream that was not ready at once is pending (see
+    /// <see cref="CopyResponseBodyAsync"/>), then awaits the read. A failed flush cancels the read and is reported as a
+    /// <see cref="DownstreamFlushException"/>, so the caller blames the right side.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, bool flushHeadersEarly, Stream destination, CancellationToken requestAborted, CancellationTokenSource cts)
+    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, Stream destination, CancellationToken requestAborted, CancellationTokenSource cts)
     {
-        if (!flushHeadersEarly || read.IsCompleted)
-        {
-            return await read;
-        }
         var waiting = read.AsTask();
         try
         {
