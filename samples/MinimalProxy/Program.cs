@@ -35,7 +35,7 @@ internal sealed class ApiKeyProxy(UpstreamPeer api, UpstreamPeer web) : ProxyApp
         return ValueTask.CompletedTask;
     }
 
-    public override ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstream, Ctx ctx)
+    public override ValueTask ResponseFilterAsync(ProxySession session, Ctx ctx)
     {
         session.Response.Headers["X-Served-By"] = session.Peer!.Server.Authority;
         return ValueTask.CompletedTask;

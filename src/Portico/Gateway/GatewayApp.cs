@@ -188,7 +188,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     /// retry_on_status: an answer with a listed status goes to another server when the request may be replayed
     /// (idempotent method or route, no body byte streamed), retries are left and the retry budget allows.
     /// </summary>
-    public override bool ShouldRetryResponse(ProxySession session, HttpResponseMessage upstreamResponse, GatewayContext ctx)
+    public override bool ShouldRetryResponse(ProxySession session, GatewayContext ctx)
     {
         var upstream = ctx.Upstream;
         if (upstream?.RetryOnStatus is not { } statuses)
@@ -264,7 +264,7 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         ctx.Breaker = null;
     }
 
-    public override ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, GatewayContext ctx)
+    public override ValueTask ResponseFilterAsync(ProxySession session, GatewayContext ctx)
     {
         ReportAnswer(session.Peer!, ctx, session.UpstreamStatus);
         return ValueTask.CompletedTask;

@@ -177,7 +177,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             WatchConfigFile();
         }
         Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off",
-            handoffPath ?? "off", SocketEngine.Mode);
+            handoffPath ?? "off", SocketEngine.Mode, Upstreams.UpstreamClient.Http1Engine);
         SystemdNotify.Notify($"READY=1\nMAINPID={Environment.ProcessId}\nSTATUS=serving on {string.Join(", ", Addresses)}");
     }
 
@@ -843,8 +843,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}")]
-        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions);
+        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}; upstream HTTP/1.1 client {Http1Client}")]
+        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions, string http1Client);
 
         [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Upgrade: took over {Count} listening sockets from process {Pid}: {Keys}")]
         public static partial void Adopted(ILogger logger, int count, int pid, string keys);

@@ -29,15 +29,22 @@ namespace Portico.Proxy;
 /// 7. Otherwise stream the body (read timeout renewed per read), then copy trailers.
 /// Once a response has started, a failure can only abort the downstream stream; that is what happens.
 /// </remarks>
-internal sealed class HttpForwarder
+internal sealed partial class HttpForwarder
 {
     private const int ResponseBufferSize = 64 * 1024;
 
     private readonly UpgradedTunnels _tunnels;
+    private readonly bool _ownHttp1;
 
-    public HttpForwarder(UpgradedTunnels tunnels)
+    /// <param name="tunnels">Where upgraded connections are tracked.</param>
+    /// <param name="ownHttp1">
+    /// True when bodiless cleartext HTTP/1.1 requests may go through Portico's own client (false when the app edits
+    /// upstream requests as <see cref="HttpRequestMessage"/>s, which only SocketsHttpHandler sends).
+    /// </param>
+    public HttpForwarder(UpgradedTunnels tunnels, bool ownHttp1 = true)
     {
         _tunnels = tunnels;
+        _ownHttp1 = ownHttp1;
     }
 
     /// <summary>Forwards one attempt. Returns null on success, else the error (the response may have started).</summary>
@@ -58,6 +65,12 @@ internal sealed class HttpForwarder
         var isH1Upgrade = !isExtendedConnect && upgradeFeature is { IsUpgradableRequest: true } && peer.Version.Major == 1
             && IsWebSocketUpgrade(request.Headers.Upgrade);
         session.IsUpgrade = isExtendedConnect || isH1Upgrade;
+        var canHaveBody = httpContext.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? (request.ContentLength > 0);
+        if (_ownHttp1 && peer.Http1 is { } pool && !session.IsUpgrade && !canHaveBody)
+        {
+            // Steps 2–7 on Portico's own HTTP/1.1 client (HttpForwarder.Http1.cs).
+            return await ForwardHttp1Async(session, pool, app, ctx, readTimeout, requestAborted);
+        }
 
         var upstreamRequest = new HttpRequestMessage
         {
@@ -68,7 +81,6 @@ internal sealed class HttpForwarder
         };
 
         StreamingRequestContent? content = null;
-        var canHaveBody = httpContext.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? (request.ContentLength > 0);
         if (canHaveBody && !session.IsUpgrade)
         {
             content = new StreamingRequestContent(request.Body, session, requestAborted);
@@ -76,7 +88,12 @@ internal sealed class HttpForwarder
         }
 
         // :: Step 2
-        CopyRequestHeaders(session, upstreamRequest, isH1Upgrade);
+        var sink = new MessageHeaderSink(upstreamRequest);
+        CopyRequestHeaders(session, ref sink, isH1Upgrade);
+        if (content is not null && request.ContentLength is { } length)
+        {
+            content.Headers.ContentLength = length;
+        }
         if (isExtendedConnect)
         {
             // RFC 8441 §5: the HTTP/2 stream carries the WebSocket; an HTTP/1.1 upstream needs the classic
@@ -116,14 +133,23 @@ internal sealed class HttpForwarder
         {
             // :: Step 5
             var switching = response.StatusCode == HttpStatusCode.SwitchingProtocols && session.IsUpgrade;
-            if (!switching && app.ShouldRetryResponse(session, response, ctx))
+            if (!switching && app.ShouldRetryResponse(session, ctx))
             {
                 return new ProxyError(ProxyErrorKind.UpstreamRetryStatus, ProxyErrorSource.Upstream, true,
                     $"upstream answered {session.UpstreamStatus}; retrying on another server");
             }
             var downstream = httpContext.Response;
             downstream.StatusCode = switching && isExtendedConnect ? StatusCodes.Status200OK : (int)response.StatusCode;
-            CopyResponseHeaders(response, downstream.Headers, switching, isExtendedConnect);
+            try
+            {
+                CopyResponseHeaders(response, downstream.Headers, switching, isExtendedConnect);
+            }
+            catch (InvalidOperationException ex)
+            {
+                // Kestrel refuses a value it cannot send (an invalid Content-Length, a control character): the
+                // upstream's answer is malformed, so 502 (RFC 9112 §6.3 ¶5), not an internal error.
+                return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
+            }
             downstream.Headers["X-Request-ID"] = session.RequestId;
             if (isH1Upgrade && !switching)
             {
@@ -138,7 +164,7 @@ internal sealed class HttpForwarder
                 // answering before the body SHOULD say whether it closes; closing is the only framing both ends agree on.
                 downstream.Headers.Connection = "close";
             }
-            await app.ResponseFilterAsync(session, response, ctx);
+            await app.ResponseFilterAsync(session, ctx);
 
             // :: Step 6
             if (switching)
@@ -180,23 +206,33 @@ internal sealed class HttpForwarder
         HttpProtocol.IsHttp11(request.Protocol)
         && request.Headers.Expect.ToString().Contains("100-continue", StringComparison.OrdinalIgnoreCase);
 
-    private static Uri BuildTarget(ProxySession session, UpstreamPeer peer)
+    private static Uri BuildTarget(ProxySession session, UpstreamPeer peer) =>
+        new(peer.BaseAddress + UpstreamTarget(session), UriKind.Absolute);
+
+    /// <summary>
+    /// The request target sent upstream: the app's replacement (a stripped prefix), else the target as the client sent
+    /// it (like nginx proxy_pass without a URI part), so encoded characters are not decoded and re-encoded differently.
+    /// </summary>
+    private static string UpstreamTarget(ProxySession session)
     {
-        var pathAndQuery = session.UpstreamPathAndQuery;
-        if (pathAndQuery is null)
+        if (session.UpstreamPathAndQuery is { } replaced)
         {
-            // Forward the target as the client sent it (like nginx proxy_pass without a URI part), so encoded
-            // characters are not decoded and re-encoded differently.
-            var raw = session.HttpContext.Features.Get<IHttpRequestFeature>()?.RawTarget;
-            var request = session.Request;
-            pathAndQuery = raw is { Length: > 0 } && raw[0] == '/'
-                ? raw
-                : request.PathBase.Add(request.Path).ToUriComponent() + request.QueryString.ToUriComponent();
+            return replaced;
         }
-        return new Uri(peer.BaseAddress + pathAndQuery, UriKind.Absolute);
+        var raw = session.HttpContext.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        var request = session.Request;
+        return raw is { Length: > 0 } && raw[0] == '/'
+            ? raw
+            : request.PathBase.Add(request.Path).ToUriComponent() + request.QueryString.ToUriComponent();
     }
 
-    private static void CopyRequestHeaders(ProxySession session, HttpRequestMessage upstreamRequest, bool keepUpgrade)
+    /// <summary>
+    /// The request headers that go upstream, written to <paramref name="sink"/> (an <see cref="HttpRequestMessage"/> or
+    /// the own client's request head): the client's, minus hop-by-hop ones, the ones Connection names, and the ones the
+    /// proxy sets itself; then Host, X-Forwarded-*, X-Request-ID, traceparent and Via.
+    /// </summary>
+    private static void CopyRequestHeaders<TSink>(ProxySession session, ref TSink sink, bool keepUpgrade)
+        where TSink : struct, IUpstreamHeaderSink
     {
         var request = session.Request;
         var headers = request.Headers;
@@ -216,7 +252,7 @@ internal sealed class HttpForwarder
             {
                 if (name.Equals("TE", StringComparison.OrdinalIgnoreCase) && HeaderRules.IsTrailersOnlyTe(header.Value))
                 {
-                    upstreamRequest.Headers.TryAddWithoutValidation("TE", "trailers");
+                    sink.Add("TE", "trailers");
                 }
                 continue;
             }
@@ -236,51 +272,83 @@ internal sealed class HttpForwarder
             if (name.Equals("X-Request-ID", StringComparison.OrdinalIgnoreCase)
                 || name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase)
                 || name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("Via", StringComparison.OrdinalIgnoreCase))
+                || name.Equals("Via", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("Host", StringComparison.OrdinalIgnoreCase))
             {
                 continue;
             }
-            AddHeader(upstreamRequest, name, header.Value);
+            sink.Add(name, header.Value);
         }
 
         if (keepUpgrade)
         {
-            upstreamRequest.Headers.TryAddWithoutValidation("Connection", "Upgrade");
-            upstreamRequest.Headers.TryAddWithoutValidation("Upgrade", (IEnumerable<string?>)headers.Upgrade);
+            sink.Add("Connection", "Upgrade");
+            sink.Add("Upgrade", headers.Upgrade);
         }
 
         // Host: kept as the client sent it (as Envoy, HAProxy and Caddy do); X-Forwarded-Host repeats it.
         var host = request.Host.Value;
         if (!string.IsNullOrEmpty(host))
         {
-            upstreamRequest.Headers.Host = host;
-            upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-Host", host);
+            sink.Host(host);
+            sink.Add("X-Forwarded-Host", host);
         }
 
         var client = session.ClientAddress.IsIPv4MappedToIPv6 ? session.ClientAddress.MapToIPv4() : session.ClientAddress;
         var clientText = client.ToString();
-        upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-For", forwardedFor is null ? clientText : forwardedFor + ", " + clientText);
-        upstreamRequest.Headers.TryAddWithoutValidation("X-Forwarded-Proto", DownstreamScheme(session.HttpContext));
-        upstreamRequest.Headers.TryAddWithoutValidation("X-Request-ID", session.RequestId);
+        sink.Add("X-Forwarded-For", forwardedFor is null ? clientText : forwardedFor + ", " + clientText);
+        sink.Add("X-Forwarded-Proto", DownstreamScheme(session.HttpContext));
+        sink.Add("X-Request-ID", session.RequestId);
         if (span is not null)
         {
             // W3C Trace Context §3.2/§3.3: the upstream's parent is this span, not the client's; the span carries the
             // client's tracestate when it continues the client's trace, and none when the trace started here. Without
             // a span (tracing off, or not sampled) the client's headers went through unchanged above.
-            upstreamRequest.Headers.TryAddWithoutValidation("traceparent", span.Id);
+            sink.Add("traceparent", span.Id!);
             if (span.TraceStateString is { Length: > 0 } traceState)
             {
-                upstreamRequest.Headers.TryAddWithoutValidation("tracestate", traceState);
+                sink.Add("tracestate", traceState);
             }
         }
         var via = headers.Via;
         var viaValue = ViaEntry(request.Protocol);
-        upstreamRequest.Headers.TryAddWithoutValidation("Via", StringValues.IsNullOrEmpty(via) ? viaValue : via.ToString() + ", " + viaValue);
+        sink.Add("Via", StringValues.IsNullOrEmpty(via) ? viaValue : via.ToString() + ", " + viaValue);
+    }
 
-        if (upstreamRequest.Content is not null && request.ContentLength is { } length)
+    /// <summary>Where <see cref="CopyRequestHeaders{TSink}"/> puts the upstream request's headers.</summary>
+    internal interface IUpstreamHeaderSink
+    {
+        void Add(string name, string value);
+
+        void Add(string name, StringValues values);
+
+        void Host(string host);
+    }
+
+    /// <summary>Headers into an <see cref="HttpRequestMessage"/> for SocketsHttpHandler (content headers into its content).</summary>
+    private readonly struct MessageHeaderSink(HttpRequestMessage message) : IUpstreamHeaderSink
+    {
+        public void Add(string name, string value)
         {
-            upstreamRequest.Content.Headers.ContentLength = length;
+            if (!message.Headers.TryAddWithoutValidation(name, value))
+            {
+                message.Content?.Headers.TryAddWithoutValidation(name, value);
+            }
         }
+
+        public void Add(string name, StringValues values)
+        {
+            if (values.Count == 1)
+            {
+                Add(name, values.ToString());
+            }
+            else if (!message.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)values))
+            {
+                message.Content?.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)values);
+            }
+        }
+
+        public void Host(string host) => message.Headers.Host = host;
     }
 
     private static bool IsTraceContextHeader(string name) =>
@@ -298,22 +366,6 @@ internal sealed class HttpForwarder
         _ => "1.1 portico",
     };
 
-    private static void AddHeader(HttpRequestMessage upstreamRequest, string name, StringValues value)
-    {
-        if (value.Count == 1)
-        {
-            var single = value.ToString();
-            if (!upstreamRequest.Headers.TryAddWithoutValidation(name, single))
-            {
-                upstreamRequest.Content?.Headers.TryAddWithoutValidation(name, single);
-            }
-        }
-        else if (!upstreamRequest.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)value))
-        {
-            upstreamRequest.Content?.Headers.TryAddWithoutValidation(name, (IEnumerable<string?>)value);
-        }
-    }
-
     private static void CopyResponseHeaders(HttpResponseMessage response, IHeaderDictionary destination, bool switching, bool extendedConnect)
     {
         var connection = response.Headers.NonValidated.TryGetValues("Connection", out var connectionValues)
@@ -322,6 +374,12 @@ internal sealed class HttpForwarder
         var dropConnectionNamed = HeaderRules.HasCustomConnectionTokens(connection);
         CopyHeaderCollection(response.Headers.NonValidated, destination, connection, dropConnectionNamed, switching && !extendedConnect);
         CopyHeaderCollection(response.Content.Headers.NonValidated, destination, connection, dropConnectionNamed, keepUpgrade: false);
+        if (response.Headers.NonValidated.Contains("Transfer-Encoding"))
+        {
+            // RFC 9112 §6.3 ¶3: Transfer-Encoding overrides Content-Length, and an intermediary must drop the latter
+            // (the body is re-framed for the client); passed on, it makes Kestrel fail the response midway.
+            destination.ContentLength = null;
+        }
         if (switching && extendedConnect)
         {
             destination.Remove("Sec-WebSocket-Accept");

@@ -39,23 +39,30 @@ public abstract class ProxyApp<TContext>
     /// Edits the request about to be sent upstream: headers are already copied (hop-by-hop removed,
     /// X-Forwarded-*, X-Request-ID set). Called once per attempt. Default: nothing.
     /// </summary>
+    /// <remarks>
+    /// An app that overrides this phase has every request built as an <see cref="HttpRequestMessage"/> and sent
+    /// through SocketsHttpHandler, which costs more CPU per request than Portico's own HTTP/1.1 client. To change
+    /// headers on the fast path, edit <see cref="ProxySession.Request"/>'s headers in <see cref="RequestFilterAsync"/>
+    /// instead (see docs/phases.md).
+    /// </remarks>
     public virtual ValueTask UpstreamRequestFilterAsync(ProxySession session, HttpRequestMessage upstreamRequest, TContext ctx) => ValueTask.CompletedTask;
 
     /// <summary>
-    /// Edits the response before its headers go to the client. The status and headers have already been copied
-    /// to <see cref="ProxySession.Response"/>; change them there. <paramref name="upstreamResponse"/> is the
-    /// upstream's response, for reference. Default: nothing.
+    /// Edits the response before its headers go to the client. The upstream's status (also in
+    /// <see cref="ProxySession.UpstreamStatus"/>) and headers (hop-by-hop removed) have already been copied to
+    /// <see cref="ProxySession.Response"/>; change them there. Default: nothing.
     /// </summary>
-    public virtual ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, TContext ctx) => ValueTask.CompletedTask;
+    public virtual ValueTask ResponseFilterAsync(ProxySession session, TContext ctx) => ValueTask.CompletedTask;
 
     /// <summary>
-    /// Called when the upstream's response headers arrive, before anything goes to the client: return true to
+    /// Called when the upstream's response head arrives (its status in <see cref="ProxySession.UpstreamStatus"/>),
+    /// before anything is copied to the client: return true to
     /// discard this answer and try another server (e.g. a 503 from a server that is restarting). The runner then
     /// calls <see cref="ErrorWhileProxy"/> with a retryable <see cref="ProxyErrorKind.UpstreamRetryStatus"/> error.
     /// Return true only when a retry will really happen (retries left, body not streamed): a false answer is sent
     /// to the client as it is. Not called for upgrades. Default: false.
     /// </summary>
-    public virtual bool ShouldRetryResponse(ProxySession session, HttpResponseMessage upstreamResponse, TContext ctx) => false;
+    public virtual bool ShouldRetryResponse(ProxySession session, TContext ctx) => false;
 
     /// <summary>
     /// Called when connecting to <paramref name="peer"/> failed. Nothing was sent, so the error is retryable by

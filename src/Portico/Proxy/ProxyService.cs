@@ -24,7 +24,15 @@ public sealed partial class ProxyService<TContext>
         _app = app;
         _logger = logger;
         Tunnels = new UpgradedTunnels();
-        _forwarder = new HttpForwarder(Tunnels);
+        _forwarder = new HttpForwarder(Tunnels, ownHttp1: !EditsUpstreamRequests(app));
+    }
+
+    /// <summary>True when the app overrides <see cref="ProxyApp{TContext}.UpstreamRequestFilterAsync"/> (it needs an HttpRequestMessage).</summary>
+    private static bool EditsUpstreamRequests(ProxyApp<TContext> app)
+    {
+        var method = app.GetType().GetMethod(nameof(ProxyApp<TContext>.UpstreamRequestFilterAsync),
+            [typeof(ProxySession), typeof(HttpRequestMessage), typeof(TContext)]);
+        return method is not null && method.DeclaringType != typeof(ProxyApp<TContext>);
     }
 
     /// <summary>

@@ -17,6 +17,7 @@ public sealed class UpstreamPeer
         var scheme = server.Tls ? "https://" : "http://";
         BaseAddress = scheme + server.Authority;
         Version = client.Options.Protocol == UpstreamProtocol.Http2 ? System.Net.HttpVersion.Version20 : System.Net.HttpVersion.Version11;
+        Http1 = client.Http1PoolFor(server);
     }
 
     /// <summary>Convenience for library users: a peer for "host:port" with its own pool.</summary>
@@ -37,6 +38,8 @@ public sealed class UpstreamPeer
     public string BaseAddress { get; }
     /// <summary>The HTTP version used to talk to this peer (requested exactly, no downgrade).</summary>
     public Version Version { get; }
+    /// <summary>Portico's own HTTP/1.1 pool to this server; null when every request goes through SocketsHttpHandler.</summary>
+    internal Http1Pool? Http1 { get; }
 
     public override string ToString() => BaseAddress;
 }

@@ -46,7 +46,7 @@ public sealed class PhaseOrderTests
             return ValueTask.CompletedTask;
         }
 
-        public override ValueTask ResponseFilterAsync(ProxySession session, HttpResponseMessage upstreamResponse, List<string> ctx)
+        public override ValueTask ResponseFilterAsync(ProxySession session, List<string> ctx)
         {
             ctx.Add("ResponseFilter");
             return ValueTask.CompletedTask;

@@ -1,0 +1,713 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
+using Portico.Proxy.Http1;
+using Portico.Upstreams;
+
+namespace Portico.Proxy;
+
+/// <summary>
+/// Portico's own HTTP/1.1 client: one attempt of a bodiless request over a pooled connection, without
+/// HttpRequestMessage, HttpResponseMessage, Uri or header stores (docs/phases.md, "The two upstream clients").
+/// </summary>
+/// <remarks>
+/// The steps match <see cref="ForwardAsync"/>'s:
+/// 2. The request head (request line, then the same headers as <see cref="CopyRequestHeaders{TSink}"/> gives
+///    SocketsHttpHandler) is written into one pooled buffer and sent with one send.
+/// 4. The response head is read into a pooled buffer (up to 64 KiB) and checked in one pass without allocating
+///    (<see cref="ResponseHead"/>); 1xx interim answers are skipped. A kept-alive connection that fails before the
+///    first response byte (the server closed it while idle) is replaced by a new one, once.
+/// 5. Status and headers go straight into the client's response (hop-by-hop and Connection-named ones dropped;
+///    Content-Length as a number); repeated values of common headers reuse their strings.
+/// 7. The body is copied as it arrives, by its framing (Content-Length, chunked, until close); chunked trailers go
+///    to clients that take them. The connection goes back to the pool only when the response was read exactly to
+///    its end and the upstream allows reuse.
+/// The read timeout (renewed per read) and the client's abort close the socket, which ends any pending I/O.
+/// </remarks>
+internal sealed partial class HttpForwarder
+{
+    private const int HeadBufferSize = 16 * 1024;
+    private const int MaxResponseHeadSize = 64 * 1024;
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<ProxyError?> ForwardHttp1Async<TContext>(ProxySession session, Http1Pool pool, ProxyApp<TContext> app, TContext ctx, TimeSpan readTimeout, CancellationToken requestAborted)
+    {
+        var request = session.Request;
+        var isHead = HttpMethods.IsHead(request.Method);
+        var head = new RequestHeadWriter(pool.Authority);
+        var buffer = ArrayPool<byte>.Shared.Rent(HeadBufferSize);
+        byte[]? bodyBuffer = null;
+        UpstreamConnection? connection = null;
+        CancellationTokenRegistration closeOnCancel = default;
+        using var timeout = TimeoutSource.Rent(requestAborted, readTimeout);
+        var cts = timeout.Source;
+        try
+        {
+            // :: Step 2
+            try
+            {
+                head.RequestLine(request.Method, UpstreamTarget(session));
+                CopyRequestHeaders(session, ref head, keepUpgrade: false);
+                head.End(request.Method);
+            }
+            catch (InvalidHeaderValueException ex)
+            {
+                return new ProxyError(ProxyErrorKind.Internal, ProxyErrorSource.Internal, false, ex.Message, ex);
+            }
+
+            // :: Step 4
+            var sendStarted = Stopwatch.GetTimestamp();
+            ResponseHead parsed = default;
+            var filled = 0;
+            var forceNew = false;
+            while (true)
+            {
+                try
+                {
+                    connection = await pool.RentOrReserveAsync(fresh: forceNew, requestAborted);
+                }
+                catch (OperationCanceledException ex)
+                {
+                    return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
+                }
+                var reused = connection is not null;
+                if (connection is null)
+                {
+                    try
+                    {
+                        connection = await pool.ConnectAsync(requestAborted);
+                    }
+                    catch (Exception ex)
+                    {
+                        return ConnectFailure(ex, requestAborted);
+                    }
+                }
+                closeOnCancel = cts.Token.UnsafeRegister(static c => ((UpstreamConnection)c!).Dispose(), connection);
+                filled = 0;
+                string? failure = null;
+                Exception? failureException = null;
+                var replace = false;
+                try
+                {
+                    await connection!.Socket.SendAsync(head.Written, SocketFlags.None);
+                    while (true)
+                    {
+                        var end = filled > 0 ? ResponseHead.FindEnd(buffer.AsSpan(0, filled)) : -1;
+                        if (end > 0)
+                        {
+                            failure = ResponseHead.TryParse(buffer.AsSpan(0, end), isHead, out parsed);
+                            if (failure is null && parsed.Status < 200)
+                            {
+                                if (parsed.Status == 101)
+                                {
+                                    failure = "upstream switched protocols on a request that asked for no upgrade";
+                                    break;
+                                }
+                                // An interim answer (100 Continue, 103 Early Hints): dropped, as SocketsHttpHandler does.
+                                buffer.AsSpan(end, filled - end).CopyTo(buffer);
+                                filled -= end;
+                                continue;
+                            }
+                            break;
+                        }
+                        if (filled == buffer.Length)
+                        {
+                            if (buffer.Length >= MaxResponseHeadSize)
+                            {
+                                failure = "upstream response head is larger than 64 KiB";
+                                break;
+                            }
+                            buffer = Grow(buffer, filled, buffer.Length * 2);
+                        }
+                        var read = await connection.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                        if (read == 0)
+                        {
+                            replace = reused && filled == 0;
+                            failure = filled == 0 ? "upstream closed the connection before answering" : "upstream closed the connection during the response head";
+                            break;
+                        }
+                        filled += read;
+                    }
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
+                {
+                    replace = reused && filled == 0 && !cts.IsCancellationRequested;
+                    failureException = ex;
+                    failure = "upstream connection failed";
+                }
+                if (failure is null)
+                {
+                    break;
+                }
+                closeOnCancel.Dispose();
+                closeOnCancel = default;
+                connection!.Dispose();
+                connection = null;
+                if (replace)
+                {
+                    // The server closed this kept-alive connection while it sat in the pool; nothing was processed.
+                    forceNew = true;
+                    continue;
+                }
+                return HeadFailure(failure, failureException, cts, requestAborted, readTimeout);
+            }
+            session.UpstreamHeaderTime = Stopwatch.GetElapsedTime(sendStarted);
+            session.UpstreamStatus = parsed.Status;
+
+            // :: Step 5
+            if (app.ShouldRetryResponse(session, ctx))
+            {
+                return new ProxyError(ProxyErrorKind.UpstreamRetryStatus, ProxyErrorSource.Upstream, true,
+                    $"upstream answered {session.UpstreamStatus}; retrying on another server");
+            }
+            var downstream = session.Response;
+            downstream.StatusCode = parsed.Status;
+            try
+            {
+                CopyResponseHead(buffer.AsSpan(0, parsed.Length), ref parsed, downstream.Headers, pool.ValueCache);
+            }
+            catch (InvalidOperationException ex)
+            {
+                // Kestrel refuses a value it cannot send (e.g. a control character): the upstream's answer is malformed.
+                return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
+            }
+            downstream.Headers["X-Request-ID"] = session.RequestId;
+            await app.ResponseFilterAsync(session, ctx);
+
+            // :: Step 7
+            var destination = downstream.Body;
+            var flushHeadersEarly = !parsed.HasGrpcStatus;
+            var pos = parsed.Length;
+            var reusable = parsed.KeepAlive;
+            List<KeyValuePair<string, string>>? trailers = null;
+            try
+            {
+                switch (parsed.Framing)
+                {
+                    case BodyFraming.ContentLength:
+                    {
+                        var remaining = parsed.ContentLength;
+                        var inBuffer = filled - pos;
+                        if (inBuffer > remaining)
+                        {
+                            // Bytes beyond the body: the upstream pipelined or misframed; the connection is not reused.
+                            reusable = false;
+                            inBuffer = (int)remaining;
+                        }
+                        if (inBuffer > 0)
+                        {
+                            await WriteDownstreamAsync(destination, buffer.AsMemory(pos, inBuffer), requestAborted);
+                            flushHeadersEarly = false;
+                            session.ResponseBodyBytes += inBuffer;
+                            remaining -= inBuffer;
+                        }
+                        if (remaining > buffer.Length)
+                        {
+                            bodyBuffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(remaining, ResponseBufferSize));
+                        }
+                        var target = bodyBuffer ?? buffer;
+                        while (remaining > 0)
+                        {
+                            cts.CancelAfter(readTimeout);
+                            var pending = connection!.Socket.ReceiveAsync(target.AsMemory(0, (int)Math.Min(remaining, target.Length)), SocketFlags.None);
+                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                            if (read == 0)
+                            {
+                                return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false,
+                                    $"upstream closed the connection {remaining} bytes before the end of the body");
+                            }
+                            await WriteDownstreamAsync(destination, target.AsMemory(0, read), requestAborted);
+                            flushHeadersEarly = false;
+                            session.ResponseBodyBytes += read;
+                            remaining -= read;
+                        }
+                        break;
+                    }
+                    case BodyFraming.UntilClose:
+                    {
+                        if (filled > pos)
+                        {
+                            await WriteDownstreamAsync(destination, buffer.AsMemory(pos, filled - pos), requestAborted);
+                            flushHeadersEarly = false;
+                            session.ResponseBodyBytes += filled - pos;
+                        }
+                        while (true)
+                        {
+                            cts.CancelAfter(readTimeout);
+                            var pending = connection!.Socket.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                            if (read == 0)
+                            {
+                                break;
+                            }
+                            await WriteDownstreamAsync(destination, buffer.AsMemory(0, read), requestAborted);
+                            flushHeadersEarly = false;
+                            session.ResponseBodyBytes += read;
+                        }
+                        reusable = false;
+                        break;
+                    }
+                    case BodyFraming.Chunked:
+                    {
+                        while (true)
+                        {
+                            // The chunk-size line: hex size, optional extensions (ignored), CRLF.
+                            int lineEnd;
+                            while ((lineEnd = buffer.AsSpan(pos, filled - pos).IndexOf((byte)'\n')) < 0)
+                            {
+                                (pos, filled) = Compact(buffer, pos, filled);
+                                if (filled == buffer.Length)
+                                {
+                                    return ChunkError("chunk-size line too long");
+                                }
+                                cts.CancelAfter(readTimeout);
+                                var pending = connection!.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                                var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                                if (read == 0)
+                                {
+                                    return ChunkError("upstream closed the connection inside a chunked body");
+                                }
+                                filled += read;
+                            }
+                            var sizeLine = ResponseHead.TrimCr(buffer.AsSpan(pos, lineEnd));
+                            pos += lineEnd + 1;
+                            if (!TryParseChunkSize(sizeLine, out var size))
+                            {
+                                return ChunkError("invalid chunk size");
+                            }
+                            if (size == 0)
+                            {
+                                // The trailer section: header lines up to an empty line.
+                                while (true)
+                                {
+                                    while ((lineEnd = buffer.AsSpan(pos, filled - pos).IndexOf((byte)'\n')) < 0)
+                                    {
+                                        (pos, filled) = Compact(buffer, pos, filled);
+                                        if (filled == buffer.Length)
+                                        {
+                                            return ChunkError("trailer section too large");
+                                        }
+                                        cts.CancelAfter(readTimeout);
+                                        var read = await connection!.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                                        if (read == 0)
+                                        {
+                                            return ChunkError("upstream closed the connection inside the trailers");
+                                        }
+                                        filled += read;
+                                    }
+                                    var line = ResponseHead.TrimCr(buffer.AsSpan(pos, lineEnd));
+                                    pos += lineEnd + 1;
+                                    if (line.IsEmpty)
+                                    {
+                                        break;
+                                    }
+                                    if (!ResponseHead.TrySplit(line, out var name, out var value))
+                                    {
+                                        return ChunkError("malformed trailer line");
+                                    }
+                                    (trailers ??= []).Add(new(HeaderStrings.Name(name, out _), Encoding.Latin1.GetString(value)));
+                                }
+                                break;
+                            }
+                            var left = size;
+                            while (left > 0)
+                            {
+                                if (pos == filled)
+                                {
+                                    pos = filled = 0;
+                                    cts.CancelAfter(readTimeout);
+                                    var pending = connection!.Socket.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                                    var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                                    if (read == 0)
+                                    {
+                                        return ChunkError("upstream closed the connection inside a chunk");
+                                    }
+                                    filled = read;
+                                }
+                                var take = (int)Math.Min(left, filled - pos);
+                                await WriteDownstreamAsync(destination, buffer.AsMemory(pos, take), requestAborted);
+                                flushHeadersEarly = false;
+                                session.ResponseBodyBytes += take;
+                                pos += take;
+                                left -= take;
+                            }
+                            // The CRLF that ends the chunk's data.
+                            while (filled - pos < 2 && !(filled - pos == 1 && buffer[pos] == '\n'))
+                            {
+                                (pos, filled) = Compact(buffer, pos, filled);
+                                cts.CancelAfter(readTimeout);
+                                var read = await connection!.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                                if (read == 0)
+                                {
+                                    return ChunkError("upstream closed the connection after a chunk");
+                                }
+                                filled += read;
+                            }
+                            if (buffer[pos] == '\n')
+                            {
+                                pos += 1;
+                            }
+                            else if (buffer[pos] == '\r' && buffer[pos + 1] == '\n')
+                            {
+                                pos += 2;
+                            }
+                            else
+                            {
+                                return ChunkError("chunk data not followed by CRLF");
+                            }
+                        }
+                        if (pos != filled)
+                        {
+                            reusable = false;
+                        }
+                        break;
+                    }
+                    default:
+                        // No body (HEAD, 1xx, 204, 304); anything already here would be a framing error.
+                        if (filled != pos)
+                        {
+                            reusable = false;
+                        }
+                        break;
+                }
+            }
+            catch (DownstreamFlushException ex)
+            {
+                return BodyError(session, ex.InnerException!, cts, requestAborted, readTimeout, upstreamSide: false);
+            }
+            catch (Exception ex)
+            {
+                // A read from the upstream failed. A timeout shows as the closed socket's error: the source says which.
+                if (cts.IsCancellationRequested && !requestAborted.IsCancellationRequested)
+                {
+                    return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
+                        $"upstream stalled for {readTimeout.TotalMilliseconds:0} ms during the response body", ex);
+                }
+                return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: true);
+            }
+
+            if (trailers is not null)
+            {
+                CopyTrailers(trailers, session.HttpContext);
+            }
+            // Unhook the timeout before the connection can serve another request; if it fired meanwhile, the socket is gone.
+            closeOnCancel.Dispose();
+            closeOnCancel = default;
+            if (reusable && !cts.IsCancellationRequested)
+            {
+                pool.Return(connection!);
+                connection = null;
+            }
+            return null;
+        }
+        finally
+        {
+            closeOnCancel.Dispose();
+            connection?.Dispose();
+            head.Dispose();
+            ArrayPool<byte>.Shared.Return(buffer);
+            if (bodyBuffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(bodyBuffer);
+            }
+        }
+    }
+
+    /// <summary>Writes to the client; a failure is reported as a <see cref="DownstreamFlushException"/>, so the caller blames the client side.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask WriteDownstreamAsync(Stream destination, ReadOnlyMemory<byte> data, CancellationToken requestAborted)
+    {
+        try
+        {
+            await destination.WriteAsync(data, requestAborted);
+        }
+        catch (Exception ex)
+        {
+            throw new DownstreamFlushException(ex);
+        }
+    }
+
+    private static ProxyError ChunkError(string message) =>
+        new(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream sent a malformed chunked body: " + message);
+
+    /// <summary>Moves the unread bytes to the front of the buffer.</summary>
+    private static (int Pos, int Filled) Compact(byte[] buffer, int pos, int filled)
+    {
+        if (pos == 0)
+        {
+            return (pos, filled);
+        }
+        buffer.AsSpan(pos, filled - pos).CopyTo(buffer);
+        return (0, filled - pos);
+    }
+
+    private static byte[] Grow(byte[] buffer, int filled, int size)
+    {
+        var bigger = ArrayPool<byte>.Shared.Rent(size);
+        buffer.AsSpan(0, filled).CopyTo(bigger);
+        ArrayPool<byte>.Shared.Return(buffer);
+        return bigger;
+    }
+
+    /// <summary>chunk-size [; extensions]: 1–15 hex digits (RFC 9112 §7.1), extensions ignored.</summary>
+    internal static bool TryParseChunkSize(ReadOnlySpan<byte> line, out long size)
+    {
+        var semicolon = line.IndexOf((byte)';');
+        var digits = ResponseHead.Trim(semicolon < 0 ? line : line[..semicolon]);
+        size = 0;
+        if (digits.IsEmpty || digits.Length > 15)
+        {
+            return false;
+        }
+        return Utf8Parser.TryParse(digits, out size, out var consumed, 'x') && consumed == digits.Length;
+    }
+
+    /// <summary>
+    /// Copies the response head's headers into the client's response: hop-by-hop ones and the ones Connection names
+    /// are dropped, Content-Length becomes the number (not when Transfer-Encoding framed the body), repeated names
+    /// keep every value.
+    /// </summary>
+    private static void CopyResponseHead(ReadOnlySpan<byte> head, ref ResponseHead parsed, IHeaderDictionary destination, ResponseHeaderValueCache cache)
+    {
+        // Before the copy the client's response holds only what the phases set (the request id, normally): the
+        // upstream's headers replace those, and a name the upstream repeats keeps all its values.
+        var replacing = destination.Count > 1 ? new List<string>() : null;
+        StringValues connection = default;
+        if (parsed.ConnectionNamesHeaders)
+        {
+            connection = CollectConnection(head[parsed.HeadersStart..]);
+        }
+        long contentLength = -1;
+        var pos = parsed.HeadersStart;
+        while (pos < head.Length)
+        {
+            var rest = head[pos..];
+            var end = rest.IndexOf((byte)'\n');
+            var line = ResponseHead.TrimCr(rest[..end]);
+            pos += end + 1;
+            if (line.IsEmpty)
+            {
+                break;
+            }
+            ResponseHead.TrySplit(line, out var nameBytes, out var valueBytes);
+            var name = HeaderStrings.Name(nameBytes, out var known);
+            if (HeaderRules.IsHopByHop(name) || (parsed.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, name)))
+            {
+                continue;
+            }
+            if (name.Length == 14 && name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            {
+                // Validated by ResponseHead (equal values); passed on as a number unless chunked framing overrides it.
+                if (parsed.Framing != BodyFraming.Chunked && parsed.Framing != BodyFraming.UntilClose && contentLength < 0)
+                {
+                    var item = ResponseHead.Trim(valueBytes);
+                    var comma = item.IndexOf((byte)',');
+                    Utf8Parser.TryParse(ResponseHead.Trim(comma < 0 ? item : item[..comma]), out contentLength, out _);
+                }
+                continue;
+            }
+            var value = cache.Value(known, valueBytes);
+            if (replacing is not null && !replacing.Contains(name))
+            {
+                replacing.Add(name);
+                destination[name] = value;
+            }
+            else if (destination.TryGetValue(name, out var prior))
+            {
+                destination[name] = StringValues.Concat(prior, value);
+            }
+            else
+            {
+                destination[name] = value;
+            }
+        }
+        if (contentLength >= 0)
+        {
+            destination.ContentLength = contentLength;
+        }
+    }
+
+    private static StringValues CollectConnection(ReadOnlySpan<byte> headers)
+    {
+        var values = StringValues.Empty;
+        while (!headers.IsEmpty)
+        {
+            var end = headers.IndexOf((byte)'\n');
+            var line = ResponseHead.TrimCr(end < 0 ? headers : headers[..end]);
+            headers = end < 0 ? default : headers[(end + 1)..];
+            if (ResponseHead.TrySplit(line, out var name, out var value) && Ascii.EqualsIgnoreCase(name, "Connection"u8))
+            {
+                values = StringValues.Concat(values, Encoding.Latin1.GetString(value));
+            }
+        }
+        return values;
+    }
+
+    private static void CopyTrailers(List<KeyValuePair<string, string>> trailers, HttpContext httpContext)
+    {
+        var feature = httpContext.Features.Get<IHttpResponseTrailersFeature>();
+        if (feature?.Trailers is not { IsReadOnly: false } destination)
+        {
+            // HTTP/1.1 clients without chunked trailers support: dropping trailers is what nginx does too.
+            return;
+        }
+        foreach (var (name, value) in trailers)
+        {
+            if (!HeaderRules.IsHopByHop(name))
+            {
+                destination[name] = destination.TryGetValue(name, out var prior) ? StringValues.Concat(prior, value) : value;
+            }
+        }
+    }
+
+    private static ProxyError ConnectFailure(Exception ex, CancellationToken requestAborted)
+    {
+        if (requestAborted.IsCancellationRequested)
+        {
+            return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
+        }
+        if (ex is OperationCanceledException { InnerException: TimeoutException })
+        {
+            return new ProxyError(ProxyErrorKind.ConnectTimeout, ProxyErrorSource.Upstream, true, "timed out connecting to upstream", ex);
+        }
+        return new ProxyError(ProxyErrorKind.ConnectRefused, ProxyErrorSource.Upstream, true, "could not connect to upstream", ex);
+    }
+
+    private static ProxyError HeadFailure(string message, Exception? ex, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout)
+    {
+        if (requestAborted.IsCancellationRequested)
+        {
+            return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
+        }
+        if (cts.IsCancellationRequested)
+        {
+            return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
+                $"upstream did not answer within {readTimeout.TotalMilliseconds:0} ms", ex);
+        }
+        return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, message, ex);
+    }
+
+    /// <summary>A header value that would break the request head (a line break or NUL), e.g. set by a phase.</summary>
+    private sealed class InvalidHeaderValueException(string name)
+        : Exception($"the {name} header for the upstream contains a line break or NUL");
+
+    /// <summary>
+    /// The upstream request head, written into one pooled buffer: "METHOD target HTTP/1.1", the headers
+    /// (<see cref="CopyRequestHeaders{TSink}"/>), then Host when the client sent none and Content-Length: 0 for a
+    /// bodiless POST, PUT or PATCH (as SocketsHttpHandler does). Names are ASCII tokens; values are written as UTF-8,
+    /// which gives back the bytes Kestrel decoded (it reads header values as ASCII or UTF-8).
+    /// </summary>
+    private struct RequestHeadWriter(string authority) : IUpstreamHeaderSink, IDisposable
+    {
+        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(2048);
+        private int _length;
+        private bool _hasHost;
+        private bool _hasContentLength;
+
+        public readonly ReadOnlyMemory<byte> Written => _buffer.AsMemory(0, _length);
+
+        public void RequestLine(string method, string target)
+        {
+            Ascii(method);
+            Byte((byte)' ');
+            Utf8("request target", target);
+            Ascii(" HTTP/1.1\r\n");
+        }
+
+        public void Add(string name, string value)
+        {
+            if (!_hasContentLength && name.Length == 14 && name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            {
+                _hasContentLength = true;
+            }
+            Ascii(name);
+            Ascii(": ");
+            Utf8(name, value);
+            Ascii("\r\n");
+        }
+
+        public void Add(string name, StringValues values)
+        {
+            if (values.Count == 1)
+            {
+                Add(name, values[0] ?? string.Empty);
+                return;
+            }
+            // Repeated request headers travel as one line, joined as SocketsHttpHandler joins them ("; " for Cookie,
+            // which HTTP/1.1 allows only once per request).
+            var separator = name.Equals("Cookie", StringComparison.OrdinalIgnoreCase) ? "; " : ", ";
+            Ascii(name);
+            Ascii(": ");
+            for (var i = 0; i < values.Count; i++)
+            {
+                if (i > 0)
+                {
+                    Ascii(separator);
+                }
+                Utf8(name, values[i] ?? string.Empty);
+            }
+            Ascii("\r\n");
+        }
+
+        public void Host(string host)
+        {
+            _hasHost = true;
+            Add("Host", host);
+        }
+
+        public void End(string method)
+        {
+            if (!_hasHost)
+            {
+                Add("Host", authority);
+            }
+            if (!_hasContentLength && (HttpMethods.IsPost(method) || HttpMethods.IsPut(method) || HttpMethods.IsPatch(method)))
+            {
+                Add("Content-Length", "0");
+            }
+            Ascii("\r\n");
+        }
+
+        public readonly void Dispose() => ArrayPool<byte>.Shared.Return(_buffer);
+
+        private void Ascii(string text)
+        {
+            Ensure(text.Length);
+            _length += Encoding.Latin1.GetBytes(text, _buffer.AsSpan(_length));
+        }
+
+        private void Utf8(string name, string value)
+        {
+            if (value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            {
+                throw new InvalidHeaderValueException(name);
+            }
+            Ensure(Encoding.UTF8.GetMaxByteCount(value.Length));
+            _length += Encoding.UTF8.GetBytes(value, _buffer.AsSpan(_length));
+        }
+
+        private void Byte(byte b)
+        {
+            Ensure(1);
+            _buffer[_length++] = b;
+        }
+
+        private void Ensure(int count)
+        {
+            if (_buffer.Length - _length >= count)
+            {
+                return;
+            }
+            var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _length + count));
+            _buffer.AsSpan(0, _length).CopyTo(bigger);
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = bigger;
+        }
+    }
+}

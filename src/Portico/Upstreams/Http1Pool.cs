@@ -1,0 +1,311 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using Portico.Proxy.Http1;
+
+namespace Portico.Upstreams;
+
+/// <summary>One kept-alive TCP connection to an upstream server, as Portico's own HTTP/1.1 client uses it.</summary>
+internal sealed class UpstreamConnection : IDisposable
+{
+    private readonly Http1Pool _pool;
+    private int _disposed;
+
+    public UpstreamConnection(Socket socket, Http1Pool pool)
+    {
+        Socket = socket;
+        _pool = pool;
+    }
+
+    public Socket Socket { get; }
+
+    /// <summary><see cref="Environment.TickCount64"/> when the connection went back to the pool.</summary>
+    public long IdleSince { get; set; }
+
+    /// <summary>Closes the socket (any pending send or receive fails); safe to call from a cancellation callback.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            Socket.Dispose();
+            _pool.Release();
+        }
+    }
+
+    /// <summary>Closes the socket without freeing its slot under the cap: the caller passes the slot on.</summary>
+    public void CloseKeepingSlot()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            Socket.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// The idle connections to one server for Portico's own HTTP/1.1 client (<see cref="Proxy.HttpForwarder"/>'s fast
+/// path): a bag of kept-alive sockets, taken for one exchange and returned when the response has been read to its end.
+/// Idle connections older than the pool's idle timeout are closed when met and by a periodic sweep, and one idle for
+/// more than <see cref="ProbeAfterMs"/> is checked for a close from the server before reuse (one poll(2)), so the
+/// common case under load costs no system call. A reused connection can still have been closed a moment ago; the
+/// forwarder then retries once on a new one, as SocketsHttpHandler does.
+/// </summary>
+/// <remarks>
+/// <c>performance.connection_pool_size</c> caps the connections to the server, counting this pool's and the ones
+/// SocketsHttpHandler opens for the same server (requests with bodies; <see cref="AcquireForHandlerAsync"/>): at the
+/// cap, a request waits for a connection to come back (it is handed over directly) or for one to close. Only that
+/// saturated path takes a lock.
+/// </remarks>
+internal sealed class Http1Pool : IDisposable
+{
+    /// <summary>An idle connection older than this is polled for a close (or stray bytes) before reuse.</summary>
+    internal const int ProbeAfterMs = 500;
+
+    private readonly ConcurrentBag<UpstreamConnection> _idle = new();
+    private readonly UpstreamClient _client;
+    private readonly int _maxConnections;
+    private readonly Queue<TaskCompletionSource<UpstreamConnection?>> _waiters = new();
+    private int _idleCount;
+    private int _open;
+    private int _waiting;
+    private volatile bool _disposed;
+
+    public Http1Pool(UpstreamClient client, string host, int port, string authority)
+    {
+        _client = client;
+        _maxConnections = client.Options.MaxConnectionsPerServer;
+        Host = host.Trim('[', ']');
+        Port = port;
+        EndPoint = IPAddress.TryParse(host, out var address) ? new IPEndPoint(address, port) : new DnsEndPoint(host, port);
+        Authority = authority;
+        ValueCache = new ResponseHeaderValueCache();
+    }
+
+    /// <summary>Where connections go: an IP endpoint when the server is given by address (no resolver on connect).</summary>
+    public EndPoint EndPoint { get; }
+
+    /// <summary>The server's host name or address (no brackets) and port.</summary>
+    public string Host { get; }
+
+    public int Port { get; }
+
+    /// <summary>"host:port", the Host header when the client sent none.</summary>
+    public string Authority { get; }
+
+    /// <summary>Recently seen response header values of this server (Server, Content-Type, Date...), so repeats cost no string.</summary>
+    internal ResponseHeaderValueCache ValueCache { get; }
+
+    /// <summary>Idle connections in the pool now.</summary>
+    public int IdleCount => Volatile.Read(ref _idleCount);
+
+    /// <summary>Connections open to the server now (this pool's and SocketsHttpHandler's), or reserved while connecting.</summary>
+    public int OpenCount => Volatile.Read(ref _open);
+
+    /// <summary>
+    /// An idle connection, or null when the caller may open a new one (a slot under the cap is reserved for it; a
+    /// failed connect must call <see cref="Release"/>). At the cap, waits for a connection or a slot.
+    /// </summary>
+    /// <param name="fresh">True to skip idle connections (a replacement for one the server closed): reserve a slot, or wait.</param>
+    /// <param name="cancellationToken">Ends a wait at the cap.</param>
+    public ValueTask<UpstreamConnection?> RentOrReserveAsync(bool fresh, CancellationToken cancellationToken)
+    {
+        if (!fresh && TryRent(out var connection))
+        {
+            return ValueTask.FromResult<UpstreamConnection?>(connection);
+        }
+        return TryReserve() ? ValueTask.FromResult<UpstreamConnection?>(null) : WaitAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// A slot under the cap for a connection SocketsHttpHandler is about to open to this server: an idle connection of
+    /// this pool is closed to make room when needed, else the call waits. Release it when that connection closes.
+    /// </summary>
+    public async ValueTask AcquireForHandlerAsync(CancellationToken cancellationToken)
+    {
+        if (TryReserve())
+        {
+            return;
+        }
+        if (_idle.TryTake(out var idle))
+        {
+            // Its slot passes to the handler's connection.
+            Interlocked.Decrement(ref _idleCount);
+            idle.CloseKeepingSlot();
+            return;
+        }
+        var handedOver = await WaitAsync(cancellationToken);
+        handedOver?.CloseKeepingSlot();
+    }
+
+    /// <summary>One connection closed (or a reserved slot went unused): wakes a waiter with the slot, else frees it.</summary>
+    public void Release()
+    {
+        if (Volatile.Read(ref _waiting) > 0)
+        {
+            lock (_waiters)
+            {
+                while (_waiters.TryDequeue(out var waiter))
+                {
+                    _waiting--;
+                    if (waiter.TrySetResult(null))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        Interlocked.Decrement(ref _open);
+    }
+
+    private bool TryReserve()
+    {
+        while (true)
+        {
+            var open = Volatile.Read(ref _open);
+            if (open >= _maxConnections)
+            {
+                return false;
+            }
+            if (Interlocked.CompareExchange(ref _open, open + 1, open) == open)
+            {
+                return true;
+            }
+        }
+    }
+
+    private async ValueTask<UpstreamConnection?> WaitAsync(CancellationToken cancellationToken)
+    {
+        var waiter = new TaskCompletionSource<UpstreamConnection?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_waiters)
+        {
+            // Checked again under the lock: a connection returned or closed since the first look did not see this waiter.
+            if (TryRent(out var connection))
+            {
+                return connection;
+            }
+            if (TryReserve())
+            {
+                return null;
+            }
+            _waiters.Enqueue(waiter);
+            _waiting++;
+        }
+        using (cancellationToken.UnsafeRegister(static w => ((TaskCompletionSource<UpstreamConnection?>)w!).TrySetCanceled(), waiter))
+        {
+            try
+            {
+                return await waiter.Task;
+            }
+            catch (OperationCanceledException)
+            {
+                // A connection or slot handed over at the same moment is not lost: TrySetResult failed for it.
+                throw new OperationCanceledException(cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>Takes an idle connection that is still usable, or returns false when there is none.</summary>
+    public bool TryRent(out UpstreamConnection connection)
+    {
+        var timeout = (long)_client.Options.PooledConnectionIdleTimeout.TotalMilliseconds;
+        while (_idle.TryTake(out connection!))
+        {
+            Interlocked.Decrement(ref _idleCount);
+            var idleFor = Environment.TickCount64 - connection.IdleSince;
+            if (idleFor >= timeout || (idleFor >= ProbeAfterMs && !StillOpen(connection.Socket)))
+            {
+                connection.Dispose();
+                continue;
+            }
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Opens and counts a new connection in a slot reserved by <see cref="RentOrReserveAsync"/> (connect timeout from the
+    /// client's options, linked to <paramref name="cancellationToken"/>); a failure frees the slot.
+    /// </summary>
+    public async ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var socket = await _client.ConnectSocketAsync(EndPoint, cancellationToken);
+            return new UpstreamConnection(socket, this);
+        }
+        catch
+        {
+            Release();
+            throw;
+        }
+    }
+
+    /// <summary>Puts a connection whose last response was read completely back for the next request.</summary>
+    public void Return(UpstreamConnection connection)
+    {
+        if (_disposed)
+        {
+            connection.Dispose();
+            return;
+        }
+        if (Volatile.Read(ref _waiting) > 0)
+        {
+            lock (_waiters)
+            {
+                while (_waiters.TryDequeue(out var waiter))
+                {
+                    _waiting--;
+                    if (waiter.TrySetResult(connection))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        connection.IdleSince = Environment.TickCount64;
+        Interlocked.Increment(ref _idleCount);
+        _idle.Add(connection);
+    }
+
+    /// <summary>Closes idle connections older than the idle timeout (called by the client's sweep timer).</summary>
+    public void Sweep()
+    {
+        var timeout = (long)_client.Options.PooledConnectionIdleTimeout.TotalMilliseconds;
+        var now = Environment.TickCount64;
+        for (var n = IdleCount; n > 0 && _idle.TryTake(out var connection); n--)
+        {
+            if (now - connection.IdleSince >= timeout || _disposed)
+            {
+                Interlocked.Decrement(ref _idleCount);
+                connection.Dispose();
+            }
+            else
+            {
+                _idle.Add(connection);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _disposed = true;
+        while (_idle.TryTake(out var connection))
+        {
+            Interlocked.Decrement(ref _idleCount);
+            connection.Dispose();
+        }
+    }
+
+    /// <summary>An idle connection is readable only when the server closed it or sent bytes nobody asked for: either way, unusable.</summary>
+    private static bool StillOpen(Socket socket)
+    {
+        try
+        {
+            return !socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+    }
+}
