@@ -476,7 +476,9 @@ internal sealed partial class HttpForwarder
     private static void CopyResponseHead(ReadOnlySpan<byte> head, ref ResponseHead parsed, IHeaderDictionary destination, ResponseHeaderValueCache cache)
     {
         // Before the copy the client's response holds only what the phases set (the request id, normally): the
-        // upstream's headers replace those, and a name the upstream repeats keeps all its values.
+        // upstream's headers replace those, and a name the upstream repeats keeps all its values. Known names are
+        // tracked in a bit mask; unknown ones, when the phases set headers of their own, in a list.
+        var seenKnown = 0UL;
         var replacing = destination.Count > 1 ? new List<string>() : null;
         StringValues connection = default;
         if (parsed.ConnectionNamesHeaders)
@@ -497,11 +499,11 @@ internal sealed partial class HttpForwarder
             }
             ResponseHead.TrySplit(line, out var nameBytes, out var valueBytes);
             var name = HeaderStrings.Name(nameBytes, out var known);
-            if (HeaderRules.IsHopByHop(name) || (parsed.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, name)))
+            if (HeaderStrings.IsHopByHop(known) || (parsed.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, name)))
             {
                 continue;
             }
-            if (name.Length == 14 && name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            if (known == HeaderStrings.ContentLength)
             {
                 // Validated by ResponseHead (equal values); passed on as a number unless chunked framing overrides it.
                 if (parsed.Framing != BodyFraming.Chunked && parsed.Framing != BodyFraming.UntilClose && contentLength < 0)
@@ -513,19 +515,30 @@ internal sealed partial class HttpForwarder
                 continue;
             }
             var value = cache.Value(known, valueBytes);
-            if (replacing is not null && !replacing.Contains(name))
+            bool repeat;
+            if (known >= 0)
             {
-                replacing.Add(name);
-                destination[name] = value;
+                var bit = 1UL << known;
+                repeat = (seenKnown & bit) != 0;
+                seenKnown |= bit;
             }
-            else if (destination.TryGetValue(name, out var prior))
+            else if (replacing is not null)
             {
-                destination[name] = StringValues.Concat(prior, value);
+                repeat = false;
+                foreach (var seen in replacing)
+                {
+                    repeat |= string.Equals(seen, name, StringComparison.OrdinalIgnoreCase);
+                }
+                if (!repeat)
+                {
+                    replacing.Add(name);
+                }
             }
             else
             {
-                destination[name] = value;
+                repeat = destination.ContainsKey(name);
             }
+            destination[name] = repeat ? StringValues.Concat(destination[name], value) : value;
         }
         if (contentLength >= 0)
         {

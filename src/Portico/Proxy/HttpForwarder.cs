@@ -269,11 +269,7 @@ internal sealed partial class HttpForwarder
             {
                 continue;
             }
-            if (name.Equals("X-Request-ID", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("Via", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("Host", StringComparison.OrdinalIgnoreCase))
+            if (IsSetByProxy(name))
             {
                 continue;
             }
@@ -350,6 +346,17 @@ internal sealed partial class HttpForwarder
 
         public void Host(string host) => message.Headers.Host = host;
     }
+
+    /// <summary>Host, Via, X-Request-ID, X-Forwarded-Proto and X-Forwarded-Host: the proxy writes its own.</summary>
+    private static bool IsSetByProxy(string name) => name.Length switch
+    {
+        3 => name.Equals("Via", StringComparison.OrdinalIgnoreCase),
+        4 => name.Equals("Host", StringComparison.OrdinalIgnoreCase),
+        12 => name.Equals("X-Request-ID", StringComparison.OrdinalIgnoreCase),
+        16 => name.Equals("X-Forwarded-Host", StringComparison.OrdinalIgnoreCase),
+        17 => name.Equals("X-Forwarded-Proto", StringComparison.OrdinalIgnoreCase),
+        _ => false,
+    };
 
     private static bool IsTraceContextHeader(string name) =>
         name.Equals("traceparent", StringComparison.OrdinalIgnoreCase) || name.Equals("tracestate", StringComparison.OrdinalIgnoreCase);

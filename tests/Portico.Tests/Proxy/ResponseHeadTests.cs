@@ -125,6 +125,20 @@ public sealed class ResponseHeadTests
         Assert.Equal(25, ResponseHead.FindEnd(bytes));
     }
 
+    [Fact]
+    public void KnownNames_FitOneBitMask_AndCoverEveryHopByHopName()
+    {
+        // CopyResponseHead tracks a response's known names in a 64-bit mask, and treats unknown names as end-to-end.
+        Assert.InRange(HeaderStrings.Count, 1, 64);
+        foreach (var name in new[] { "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "HTTP2-Settings" })
+        {
+            Assert.True(HeaderRules.IsHopByHop(name));
+            Assert.True(HeaderStrings.IsHopByHop(HeaderStrings.Find(Encoding.ASCII.GetBytes(name.ToLowerInvariant()))), name);
+        }
+        Assert.False(HeaderStrings.IsHopByHop(HeaderStrings.Find("Server"u8)));
+        Assert.Equal(-1, HeaderStrings.Find("X-Custom"u8));
+    }
+
     [Theory]
     [InlineData("1a", 26)]
     [InlineData("FF;name=value", 255)]

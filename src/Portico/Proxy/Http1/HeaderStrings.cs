@@ -4,7 +4,9 @@ namespace Portico.Proxy.Http1;
 
 /// <summary>
 /// Response header names Portico's HTTP/1.1 client turns into strings without allocating: the common ones map to one
-/// shared string each (as SocketsHttpHandler's KnownHeaders do); any other name is decoded.
+/// shared string each (as SocketsHttpHandler's KnownHeaders do); any other name is decoded. Every hop-by-hop name is in
+/// the table, so an unknown name is end-to-end; the table stays under 64 names, so a response's known names fit one
+/// bit mask.
 /// </summary>
 internal static class HeaderStrings
 {
@@ -17,7 +19,14 @@ internal static class HeaderStrings
         "X-Content-Type-Options", "X-Frame-Options", "X-XSS-Protection", "Referrer-Policy", "Content-Security-Policy",
         "WWW-Authenticate", "Retry-After", "X-Request-ID", "Trailer", "Upgrade", "Proxy-Connection",
         "Proxy-Authenticate", "Alt-Svc", "grpc-status", "grpc-message", "traceparent", "X-Powered-By",
+        "TE", "HTTP2-Settings", "Proxy-Authorization",
     ];
+
+    /// <summary>The index of Content-Length in the table.</summary>
+    public static readonly int ContentLength = Array.IndexOf(Names, "Content-Length");
+
+    /// <summary>Per known index: a hop-by-hop name (<see cref="HeaderRules.IsHopByHop"/>; every such name is in the table).</summary>
+    private static readonly bool[] HopByHop = BuildHopByHop();
 
     /// <summary>Names whose values repeat from response to response, so a cache of the last value pays off.</summary>
     private static readonly HashSet<string> RepeatingValues = new(StringComparer.Ordinal)
@@ -57,7 +66,20 @@ internal static class HeaderStrings
         return index >= 0 ? Names[index] : Encoding.Latin1.GetString(name);
     }
 
+    /// <summary>True for a hop-by-hop name; any name not in the table is end-to-end.</summary>
+    public static bool IsHopByHop(int index) => index >= 0 && HopByHop[index];
+
     internal static bool CachesValue(int index) => index >= 0 && RepeatingValues.Contains(Names[index]);
+
+    private static bool[] BuildHopByHop()
+    {
+        var flags = new bool[Names.Length];
+        for (var i = 0; i < flags.Length; i++)
+        {
+            flags[i] = HeaderRules.IsHopByHop(Names[i]);
+        }
+        return flags;
+    }
 
     private static int[][] BuildIndex()
     {
