@@ -46,6 +46,9 @@ BODY=$(printf 'x%.0s' $(seq 1 100))
 mkdir -p "$TMP/www/bodies"
 head -c 65536 /dev/urandom >"$TMP/www/bodies/64k.bin"
 head -c 1048576 /dev/urandom >"$TMP/www/bodies/1m.bin"
+# nginx's workers run as an unprivileged user when the script runs as root: mktemp's 0700 would make every body a 403.
+chmod 755 "$TMP" "$TMP/www" "$TMP/www/bodies"
+chmod 644 "$TMP/www/bodies/"*.bin
 cat >"$TMP/origin.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -104,7 +107,7 @@ for port in "$PORT_A" "$PORT_B"; do
         curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port$URL_PATH" && break
         sleep 0.2
     done
-    curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port$URL_PATH" \
+    curl -sf -o /dev/null --max-time 10 "http://127.0.0.1:$port$URL_PATH" \
         || { echo "ab.sh: the proxy on port $port does not answer $URL_PATH" >&2; tail -n 20 "$TMP"/*.out >&2; exit 1; }
 done
 

@@ -35,6 +35,9 @@ internal sealed partial class HttpForwarder
     private const int HeadBufferSize = 16 * 1024;
     private const int MaxResponseHeadSize = 64 * 1024;
 
+    /// <summary>A sized body with at least this much left is read straight into Kestrel's output pipe.</summary>
+    private const int DirectReadThreshold = 16 * 1024;
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<ProxyError?> ForwardHttp1Async<TContext>(ProxySession session, Http1Pool pool, ProxyApp<TContext> app, TContext ctx, TimeSpan readTimeout, CancellationToken requestAborted)
     {
@@ -207,14 +210,30 @@ internal sealed partial class HttpForwarder
                             session.ResponseBodyBytes += inBuffer;
                             remaining -= inBuffer;
                         }
-                        if (remaining > buffer.Length)
-                        {
-                            bodyBuffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(remaining, ResponseBufferSize));
-                        }
-                        var target = bodyBuffer ?? buffer;
                         while (remaining > 0)
                         {
                             cts.CancelAfter(readTimeout);
+                            if (!flushHeadersEarly && remaining >= DirectReadThreshold)
+                            {
+                                // The headers are out: a large body is read straight into the client's output pipe
+                                // (Kestrel gives a segment of the size asked), one copy of each byte less.
+                                var writer = downstream.BodyWriter;
+                                var memory = writer.GetMemory((int)Math.Min(remaining, ResponseBufferSize));
+                                var direct = await connection!.Socket.ReceiveAsync(memory[..(int)Math.Min(remaining, memory.Length)], SocketFlags.None);
+                                if (direct == 0)
+                                {
+                                    return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false,
+                                        $"upstream closed the connection {remaining} bytes before the end of the body");
+                                }
+                                writer.Advance(direct);
+                                await FlushDownstreamAsync(writer, requestAborted);
+                                session.ResponseBodyBytes += direct;
+                                remaining -= direct;
+                                continue;
+                            }
+                            var target = remaining > buffer.Length
+                                ? bodyBuffer ??= ArrayPool<byte>.Shared.Rent((int)Math.Min(remaining, ResponseBufferSize))
+                                : buffer;
                             var pending = connection!.Socket.ReceiveAsync(target.AsMemory(0, (int)Math.Min(remaining, target.Length)), SocketFlags.None);
                             var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
                             if (read == 0)
@@ -430,6 +449,26 @@ internal sealed partial class HttpForwarder
         catch (Exception ex)
         {
             throw new DownstreamFlushException(ex);
+        }
+    }
+
+    /// <summary>Flushes what was written into the client's pipe; a failure is a <see cref="DownstreamFlushException"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask FlushDownstreamAsync(System.IO.Pipelines.PipeWriter writer, CancellationToken requestAborted)
+    {
+        System.IO.Pipelines.FlushResult result;
+        try
+        {
+            result = await writer.FlushAsync(requestAborted);
+        }
+        catch (Exception ex)
+        {
+            throw new DownstreamFlushException(ex);
+        }
+        if (result.IsCanceled)
+        {
+            // A client that went away also cancels the request, which closes the upstream socket and ends the copy.
+            throw new DownstreamFlushException(new OperationCanceledException("the flush to the client was cancelled"));
         }
     }
 

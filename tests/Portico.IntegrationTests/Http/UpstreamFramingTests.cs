@@ -426,6 +426,44 @@ public sealed class UpstreamFramingTests : IClassFixture<UpstreamFramingTests.Fi
     }
 
     /// <summary>
+    /// A client that gives up in the middle of a 32 MiB body (more than the socket buffers on both sides hold, so the
+    /// copy, reading straight into the client's output pipe, is held up by the client): the gateway drops that upstream
+    /// connection, not read to its end, and serves the next request on a new one, whole.
+    /// </summary>
+    [Fact]
+    public async Task LargeBody_ClientGivesUpMidway_ConnectionDroppedNextRequestWhole()
+    {
+        var body = new byte[32 * 1024 * 1024];
+        new Random(5).NextBytes(body);
+        var head = Encoding.Latin1.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\n\r\n");
+        _fixture.Script("abandoned", _ => new ScriptedReply([head, body]));
+
+        using (var gone = new System.Net.Sockets.TcpClient())
+        {
+            // Read the head and a little of the body, then close with most of it still on the way.
+            await gone.ConnectAsync("127.0.0.1", _fixture.Port);
+            var stream = gone.GetStream();
+            await stream.WriteAsync("GET /abandoned/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"u8.ToArray());
+            var sink = new byte[64 * 1024];
+            var total = 0;
+            while (total < 200 * 1024)
+            {
+                var read = await stream.ReadAsync(sink);
+                Assert.True(read > 0, "the gateway closed before sending 200 KiB");
+                total += read;
+            }
+            gone.Client.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+        }
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        var received = await client.GetByteArrayAsync(_fixture.Url("/abandoned/2"));
+
+        Assert.Equal(Convert.ToHexString(SHA256.HashData(body)), Convert.ToHexString(SHA256.HashData(received)));
+        var seen = _fixture.RequestsFor("abandoned");
+        Assert.True(seen.Count == 2 && seen[1].Connection != seen[0].Connection,
+            "the abandoned connection was reused: " + string.Join(", ", seen.Select(r => $"#{r.Connection}.{r.Index}")));
+    }
+
+    /// <summary>
     /// Hop-by-hop response headers (RFC 9110 §7.6.1) stay between upstream and gateway; end-to-end ones arrive as
     /// sent, Set-Cookie as separate fields (RFC 9110 §5.3: never folded into one). The client speaks HTTP/1.0, so
     /// the gateway answers close-delimited and any Transfer-Encoding in the answer could only be the upstream's.
