@@ -79,7 +79,8 @@ internal sealed partial class HttpForwarder
                 {
                     return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
                 }
-                var reused = connection is not null;
+                // Only a connection taken from the pool, and only once per attempt, is replaced when it fails unanswered.
+                var reused = connection is not null && !forceNew;
                 if (connection is null)
                 {
                     try
@@ -96,6 +97,7 @@ internal sealed partial class HttpForwarder
                 string? failure = null;
                 Exception? failureException = null;
                 var replace = false;
+                var malformed = false;
                 try
                 {
                     await connection!.Socket.SendAsync(head.Written, SocketFlags.None);
@@ -105,11 +107,13 @@ internal sealed partial class HttpForwarder
                         if (end > 0)
                         {
                             failure = ResponseHead.TryParse(buffer.AsSpan(0, end), isHead, out parsed);
+                            malformed = failure is not null;
                             if (failure is null && parsed.Status < 200)
                             {
                                 if (parsed.Status == 101)
                                 {
                                     failure = "upstream switched protocols on a request that asked for no upgrade";
+                                    malformed = true;
                                     break;
                                 }
                                 // An interim answer (100 Continue, 103 Early Hints): dropped, as SocketsHttpHandler does.
@@ -124,6 +128,7 @@ internal sealed partial class HttpForwarder
                             if (buffer.Length >= MaxResponseHeadSize)
                             {
                                 failure = "upstream response head is larger than 64 KiB";
+                                malformed = true;
                                 break;
                             }
                             buffer = Grow(buffer, filled, buffer.Length * 2);
@@ -158,7 +163,9 @@ internal sealed partial class HttpForwarder
                     forceNew = true;
                     continue;
                 }
-                return HeadFailure(failure, failureException, cts, requestAborted, readTimeout);
+                return malformed
+                    ? new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "invalid response from upstream: " + failure)
+                    : HeadFailure(failure, failureException, cts, requestAborted, readTimeout);
             }
             session.UpstreamHeaderTime = Stopwatch.GetElapsedTime(sendStarted);
             session.UpstreamStatus = parsed.Status;
@@ -178,7 +185,7 @@ internal sealed partial class HttpForwarder
             catch (InvalidOperationException ex)
             {
                 // Kestrel refuses a value it cannot send (e.g. a control character): the upstream's answer is malformed.
-                return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
+                return new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
             }
             downstream.Headers["X-Request-ID"] = session.RequestId;
             await app.ResponseFilterAsync(session, ctx);

@@ -148,7 +148,7 @@ internal sealed partial class HttpForwarder
             {
                 // Kestrel refuses a value it cannot send (an invalid Content-Length, a control character): the
                 // upstream's answer is malformed, so 502 (RFC 9112 §6.3 ¶5), not an internal error.
-                return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
+                return new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
             }
             downstream.Headers["X-Request-ID"] = session.RequestId;
             if (isH1Upgrade && !switching)
@@ -459,6 +459,10 @@ internal sealed partial class HttpForwarder
             if (hre.InnerException is TimeoutException || hre.InnerException is OperationCanceledException { InnerException: TimeoutException })
             {
                 return new ProxyError(ProxyErrorKind.ConnectTimeout, ProxyErrorSource.Upstream, !session.RequestBodyStarted, "timed out connecting to upstream", ex);
+            }
+            if (hre.HttpRequestError == HttpRequestError.InvalidResponse)
+            {
+                return new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "invalid response from upstream", ex);
             }
             if (hre.InnerException is SocketException && !session.RequestBodyStarted && hre.HttpRequestError == HttpRequestError.Unknown)
             {

@@ -15,8 +15,14 @@ public enum ProxyErrorKind
     NoRoute,
     /// <summary>The upstream did not answer within read_timeout_ms.</summary>
     UpstreamTimeout,
-    /// <summary>The upstream closed or reset the connection, or sent an invalid response.</summary>
+    /// <summary>The upstream closed or reset the connection, or broke off its response.</summary>
     UpstreamProtocolError,
+    /// <summary>
+    /// The upstream's response head is malformed (status line, Content-Length, header syntax, over 64 KiB). 502; not
+    /// retried by the gateway, as nginx's <c>invalid_header</c> is not among its default retry conditions: the
+    /// upstream did answer, so the request may have had its effect.
+    /// </summary>
+    UpstreamInvalidResponse,
     /// <summary>
     /// The upstream answered with a status the app retries on (<see cref="ProxyApp{TContext}.ShouldRetryResponse"/>);
     /// the answer was discarded and the request goes to another server.
@@ -70,7 +76,7 @@ public sealed class ProxyError
     public int StatusCode => _status ?? Kind switch
     {
         ProxyErrorKind.ConnectRefused or ProxyErrorKind.TlsHandshakeFailed or ProxyErrorKind.UpstreamProtocolError
-            or ProxyErrorKind.UpstreamRetryStatus => 502,
+            or ProxyErrorKind.UpstreamInvalidResponse or ProxyErrorKind.UpstreamRetryStatus => 502,
         ProxyErrorKind.ConnectTimeout or ProxyErrorKind.UpstreamTimeout => 504,
         ProxyErrorKind.NoHealthyServer => 503,
         ProxyErrorKind.NoRoute => 404,
@@ -93,6 +99,7 @@ public sealed class ProxyError
         ProxyErrorKind.NoRoute => "no_route",
         ProxyErrorKind.UpstreamTimeout => "upstream_timeout",
         ProxyErrorKind.UpstreamProtocolError => "upstream_error",
+        ProxyErrorKind.UpstreamInvalidResponse => "upstream_invalid_response",
         ProxyErrorKind.UpstreamRetryStatus => "upstream_retry_status",
         ProxyErrorKind.DownstreamClosed => "client_closed",
         ProxyErrorKind.RequestBodyError => "bad_request_body",

@@ -260,6 +260,9 @@ public sealed class UpstreamFramingTests : IClassFixture<UpstreamFramingTests.Fi
         Assert.False(string.IsNullOrEmpty(requestId), response.ToString());
         using var json = JsonDocument.Parse(response.Body);
         Assert.Equal(requestId, json.RootElement.GetProperty("request_id").GetString());
+        Assert.Equal("upstream_invalid_response", json.RootElement.GetProperty("error").GetString());
+        // The upstream did answer, so the request is not sent again (nginx: invalid_header is no default retry reason).
+        Assert.Single(_fixture.RequestsFor(key));
         await AssertGatewayServesAsync();
     }
 
