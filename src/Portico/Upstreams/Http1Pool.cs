@@ -98,9 +98,6 @@ internal sealed class Http1Pool : IDisposable
     /// <summary>Idle connections in the pool now.</summary>
     public int IdleCount => Volatile.Read(ref _idleCount);
 
-    /// <summary>Connections open to the server now (this pool's and SocketsHttpHandler's), or reserved while connecting.</summary>
-    public int OpenCount => Volatile.Read(ref _open);
-
     /// <summary>
     /// An idle connection, or null when the caller may open a new one (a slot under the cap is reserved for it; a
     /// failed connect must call <see cref="Release"/>). At the cap, waits for a connection or a slot.

@@ -113,20 +113,6 @@ public sealed class UpstreamClient : IDisposable
         return _http1Pools.GetOrAdd(server.Authority, static (authority, state) => new Http1Pool(state.Client, state.Server.Host, state.Server.Port, authority), (Client: this, Server: server));
     }
 
-    /// <summary>Idle connections in the own HTTP/1.1 pools (for tests and the admin view).</summary>
-    internal int Http1IdleConnections
-    {
-        get
-        {
-            var total = 0;
-            foreach (var pool in _http1Pools.Values)
-            {
-                total += pool.IdleCount;
-            }
-            return total;
-        }
-    }
-
     private void SweepIdle()
     {
         foreach (var pool in _http1Pools.Values)

@@ -1,4 +1,3 @@
-using System.Net;
 using System.Net.Sockets;
 
 namespace Portico.IntegrationTests.Infrastructure;
@@ -7,46 +6,21 @@ namespace Portico.IntegrationTests.Infrastructure;
 /// An "upstream" that accepts a connection, reads the request head, then resets the connection (RST, no response):
 /// the failure after connecting that idempotent retries and passive health checks deal with.
 /// </summary>
-public sealed class ResettingUpstream : IAsyncDisposable
+public sealed class ResettingUpstream : TcpTestUpstream
 {
-    private readonly TcpListener _listener;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _loop;
     private int _requests;
 
     private ResettingUpstream()
     {
-        _listener = new TcpListener(IPAddress.Loopback, 0);
-        _listener.Start();
-        Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
-        _loop = LoopAsync();
+        StartAccepting();
     }
-
-    public int Port { get; }
-
-    public string Address => $"127.0.0.1:{Port}";
 
     /// <summary>Requests whose head arrived before the reset.</summary>
     public int Requests => Volatile.Read(ref _requests);
 
     public static ResettingUpstream Start() => new();
 
-    private async Task LoopAsync()
-    {
-        try
-        {
-            while (true)
-            {
-                var client = await _listener.AcceptTcpClientAsync(_stop.Token);
-                _ = HandleAsync(client);
-            }
-        }
-        catch (Exception) when (_stop.IsCancellationRequested)
-        {
-        }
-    }
-
-    private async Task HandleAsync(TcpClient client)
+    protected override async Task ServeAsync(TcpClient client, int connection)
     {
         try
         {
@@ -55,7 +29,7 @@ public sealed class ResettingUpstream : IAsyncDisposable
             var seen = 0;
             while (seen < buffer.Length)
             {
-                var read = await stream.ReadAsync(buffer.AsMemory(seen), _stop.Token);
+                var read = await stream.ReadAsync(buffer.AsMemory(seen), Stopping);
                 if (read == 0)
                 {
                     break;
@@ -75,19 +49,6 @@ public sealed class ResettingUpstream : IAsyncDisposable
         finally
         {
             client.Close();
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        _stop.Cancel();
-        _listener.Stop();
-        try
-        {
-            await _loop;
-        }
-        catch (Exception)
-        {
         }
     }
 }

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Globalization;
-using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
@@ -13,34 +12,18 @@ namespace Portico.IntegrationTests.Infrastructure;
 /// each with the number of the connection it came on, and writes the callback's <see cref="ScriptedReply"/>. Nothing
 /// is parsed or fixed up on the way out: what the callback returns is what goes on the wire.
 /// </summary>
-public sealed class ScriptedUpstream : IAsyncDisposable
+public sealed class ScriptedUpstream : TcpTestUpstream
 {
-    private readonly TcpListener _listener;
     private readonly Func<ScriptedRequest, ScriptedReply> _reply;
     private readonly ConcurrentQueue<ScriptedRequest> _requests = new();
-    private readonly ConcurrentBag<TcpClient> _connections = [];
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _acceptLoop;
-    private int _accepted;
-
     private int _inFlight;
     private int _maxInFlight;
 
     private ScriptedUpstream(Func<ScriptedRequest, ScriptedReply> reply)
     {
         _reply = reply;
-        _listener = new TcpListener(IPAddress.Loopback, 0);
-        _listener.Start();
-        Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
-        _acceptLoop = AcceptLoopAsync();
+        StartAccepting();
     }
-
-    public int Port { get; }
-
-    public string Address => $"127.0.0.1:{Port}";
-
-    /// <summary>Connections accepted so far; connection numbers run from 1 to this.</summary>
-    public int ConnectionsAccepted => Volatile.Read(ref _accepted);
 
     /// <summary>The most requests that were being answered at one moment (head read, reply not yet written).</summary>
     public int MaxConcurrentRequests => Volatile.Read(ref _maxInFlight);
@@ -50,24 +33,7 @@ public sealed class ScriptedUpstream : IAsyncDisposable
 
     public static ScriptedUpstream Start(Func<ScriptedRequest, ScriptedReply> reply) => new(reply);
 
-    private async Task AcceptLoopAsync()
-    {
-        try
-        {
-            while (true)
-            {
-                var client = await _listener.AcceptTcpClientAsync(_stop.Token);
-                client.NoDelay = true;
-                _connections.Add(client);
-                _ = ServeAsync(client, Interlocked.Increment(ref _accepted));
-            }
-        }
-        catch (Exception) when (_stop.IsCancellationRequested)
-        {
-        }
-    }
-
-    private async Task ServeAsync(TcpClient client, int connection)
+    protected override async Task ServeAsync(TcpClient client, int connection)
     {
         var buffer = new byte[256 * 1024];
         var filled = 0;
@@ -79,7 +45,7 @@ public sealed class ScriptedUpstream : IAsyncDisposable
                 int headEnd;
                 while ((headEnd = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
                 {
-                    var read = await stream.ReadAsync(buffer.AsMemory(filled), _stop.Token);
+                    var read = await stream.ReadAsync(buffer.AsMemory(filled), Stopping);
                     if (read == 0)
                     {
                         return;
@@ -91,7 +57,7 @@ public sealed class ScriptedUpstream : IAsyncDisposable
                 var consumed = headEnd + 4 + (int)(long.TryParse(request.Header("Content-Length"), NumberStyles.None, CultureInfo.InvariantCulture, out var length) ? length : 0);
                 while (filled < consumed)
                 {
-                    var read = await stream.ReadAsync(buffer.AsMemory(filled), _stop.Token);
+                    var read = await stream.ReadAsync(buffer.AsMemory(filled), Stopping);
                     if (read == 0)
                     {
                         return;
@@ -111,14 +77,14 @@ public sealed class ScriptedUpstream : IAsyncDisposable
                 }
                 try
                 {
-                    await Task.Delay(reply.Delay, _stop.Token);
+                    await Task.Delay(reply.Delay, Stopping);
                     for (var i = 0; i < reply.Pieces.Count; i++)
                     {
                         if (i > 0)
                         {
-                            await Task.Delay(reply.Pause, _stop.Token);
+                            await Task.Delay(reply.Pause, Stopping);
                         }
-                        await stream.WriteAsync(reply.Pieces[i], _stop.Token);
+                        await stream.WriteAsync(reply.Pieces[i], Stopping);
                     }
                 }
                 finally
@@ -127,7 +93,7 @@ public sealed class ScriptedUpstream : IAsyncDisposable
                 }
                 if (reply.CloseAfter is { } closeAfter)
                 {
-                    await Task.Delay(closeAfter, _stop.Token);
+                    await Task.Delay(closeAfter, Stopping);
                     return;
                 }
             }
@@ -140,18 +106,6 @@ public sealed class ScriptedUpstream : IAsyncDisposable
         {
             client.Close();
         }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        _stop.Cancel();
-        _listener.Stop();
-        await _acceptLoop;
-        foreach (var client in _connections)
-        {
-            client.Dispose();
-        }
-        _stop.Dispose();
     }
 }
 

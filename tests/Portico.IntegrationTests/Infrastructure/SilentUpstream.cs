@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-using System.Net;
 using System.Net.Sockets;
 
 namespace Portico.IntegrationTests.Infrastructure;
@@ -8,61 +6,25 @@ namespace Portico.IntegrationTests.Infrastructure;
 /// An "upstream" that accepts TCP connections and never answers: the sockets are held open (and whatever arrives
 /// is read and discarded) until disposal. For read-timeout tests.
 /// </summary>
-public sealed class SilentUpstream : IAsyncDisposable
+public sealed class SilentUpstream : TcpTestUpstream
 {
-    private readonly TcpListener _listener;
-    private readonly ConcurrentBag<TcpClient> _held = [];
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Task _acceptLoop;
-    private int _accepted;
-
     private SilentUpstream()
     {
-        _listener = new TcpListener(IPAddress.Loopback, 0);
-        _listener.Start();
-        Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
-        _acceptLoop = AcceptLoopAsync();
+        StartAccepting();
     }
 
-    public int Port { get; }
-
-    public string Address => $"127.0.0.1:{Port}";
-
     /// <summary>Connections accepted so far.</summary>
-    public int Accepted => Volatile.Read(ref _accepted);
+    public int Accepted => ConnectionsAccepted;
 
     public static SilentUpstream Start() => new();
 
-    private async Task AcceptLoopAsync()
-    {
-        try
-        {
-            while (!_stop.IsCancellationRequested)
-            {
-                var client = await _listener.AcceptTcpClientAsync(_stop.Token);
-                Interlocked.Increment(ref _accepted);
-                _held.Add(client);
-                _ = DrainAsync(client);
-            }
-        }
-        catch (OperationCanceledException)
-        {
-        }
-        catch (SocketException)
-        {
-        }
-        catch (ObjectDisposedException)
-        {
-        }
-    }
-
-    private async Task DrainAsync(TcpClient client)
+    protected override async Task ServeAsync(TcpClient client, int connection)
     {
         var buffer = new byte[16 * 1024];
         try
         {
             var stream = client.GetStream();
-            while (await stream.ReadAsync(buffer, _stop.Token) > 0)
+            while (await stream.ReadAsync(buffer, Stopping) > 0)
             {
             }
         }
@@ -70,17 +32,5 @@ public sealed class SilentUpstream : IAsyncDisposable
         {
             // Disposal or a reset ends the drain; nothing to report.
         }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        _stop.Cancel();
-        _listener.Stop();
-        await _acceptLoop;
-        foreach (var client in _held)
-        {
-            client.Dispose();
-        }
-        _stop.Dispose();
     }
 }
