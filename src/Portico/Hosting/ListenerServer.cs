@@ -25,10 +25,18 @@ internal static class ListenerServer
         builder.Services.AddSingleton<IHostLifetime, ManualLifetime>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromDays(1));
         builder.WebHost.UseKestrelCore();
-        if (sockets is not null)
+        // With inline socket completions, Kestrel runs the request where the socket read completed rather than
+        // queueing it to the thread pool (SocketEngine.Inline); DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0 turns
+        // both hand-offs back on.
+        var inline = SocketEngine.Inline;
+        builder.WebHost.UseSockets(o =>
         {
-            builder.WebHost.UseSockets(o => o.CreateBoundListenSocket = sockets.CreateForKestrel);
-        }
+            o.UnsafePreferInlineScheduling = inline;
+            if (sockets is not null)
+            {
+                o.CreateBoundListenSocket = sockets.CreateForKestrel;
+            }
+        });
         return builder;
     }
 

@@ -27,5 +27,13 @@ public static class SocketEngine
     }
 
     /// <summary>"inline" or "thread pool": how this process runs socket continuations (for the start-up log).</summary>
-    public static string Mode => Environment.GetEnvironmentVariable(InlineCompletionsVariable) == "1" ? "inline" : "thread pool";
+    public static string Mode => Inline ? "inline (and Kestrel's request scheduling)" : "thread pool";
+
+    /// <summary>
+    /// True when socket continuations run inline. Kestrel's own scheduling follows (its
+    /// <c>UnsafePreferInlineScheduling</c>, see <see cref="ListenerServer"/>): a request read on the epoll thread is then
+    /// processed there too, instead of being queued to the thread pool. Measured with Portico's own upstream client:
+    /// +12 % and +9 % requests per CPU-second (two interleaved A/B runs, 5 of 8 and 8 of 10 rounds better).
+    /// </summary>
+    public static bool Inline => Environment.GetEnvironmentVariable(InlineCompletionsVariable) == "1";
 }
