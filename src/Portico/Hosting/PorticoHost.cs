@@ -177,7 +177,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             WatchConfigFile();
         }
         Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off",
-            handoffPath ?? "off", SocketEngine.Mode, Upstreams.UpstreamClient.Http1Engine);
+            handoffPath ?? "off", SocketEngine.Mode, Server.Http1Server.Mode, Upstreams.UpstreamClient.Http1Engine);
         SystemdNotify.Notify($"READY=1\nMAINPID={Environment.ProcessId}\nSTATUS=serving on {string.Join(", ", Addresses)}");
     }
 
@@ -490,6 +490,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                     // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
                     // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
                     listen.Use(H2cPriorKnowledge.Middleware);
+                    listen.Use(Server.Http1Server.Middleware(_service.InvokeAsync, kestrel, _loggerFactory));
                 });
             }
             else
@@ -514,6 +515,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                         https.ServerCertificateChain = intermediates;
                         https.SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13;
                     });
+                    listen.Use(Server.Http1Server.Middleware(_service.InvokeAsync, kestrel, _loggerFactory));
                 });
             }
         });
@@ -843,8 +845,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}; upstream HTTP/1.1 client {Http1Client}")]
-        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions, string http1Client);
+        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}; HTTP/1.1 server {Http1Server}; upstream HTTP/1.1 client {Http1Client}")]
+        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions, string http1Server, string http1Client);
 
         [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Upgrade: took over {Count} listening sockets from process {Pid}: {Keys}")]
         public static partial void Adopted(ILogger logger, int count, int pid, string keys);

@@ -26,6 +26,7 @@ public static class ProxyHost
     public static WebApplication Build<TContext>(ProxyApp<TContext> app, IEnumerable<IPEndPoint> endpoints, out ProxyService<TContext> service, ILoggerFactory? loggerFactory = null)
     {
         loggerFactory ??= NullLoggerFactory.Instance;
+        var runner = new ProxyService<TContext>(app, loggerFactory.CreateLogger("Portico.Proxy"));
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
         builder.WebHost.UseKestrelCore();
@@ -36,12 +37,16 @@ public static class ProxyHost
             kestrel.Limits.MaxRequestBodySize = null;
             foreach (var endpoint in endpoints)
             {
-                kestrel.Listen(endpoint, listen => listen.Use(H2cPriorKnowledge.Middleware));
+                kestrel.Listen(endpoint, listen =>
+                {
+                    listen.Use(H2cPriorKnowledge.Middleware);
+                    listen.Use(Server.Http1Server.Middleware(runner.InvokeAsync, kestrel, loggerFactory));
+                });
             }
         });
         var web = builder.Build();
-        service = new ProxyService<TContext>(app, loggerFactory.CreateLogger("Portico.Proxy"));
-        web.Run(service.InvokeAsync);
+        service = runner;
+        web.Run(runner.InvokeAsync);
         return web;
     }
 

@@ -32,14 +32,30 @@ public sealed class ConnectionLimitTests
         var (first, second) = await OpenTwoServedAsync(port, extra);
         await using var disposeFirst = first;
         await using var disposeSecond = second;
-        await using var third = await RawHttpConnection.ConnectAsync(port);
-        await third.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        Assert.True(await third.IsClosedByServerAsync(TimeSpan.FromSeconds(5)), "a third connection was served with max_connections: 2");
+        Assert.True(await IsRefusedAsync(port), "a third connection was served with max_connections: 2");
 
         await gateway.WriteConfigAsync(Config(port, extra, upstream.Port, 3));
         gateway.Signal(GatewayProcess.SIGHUP);
         await gateway.WaitForOutputAsync("generation 2", TimeSpan.FromSeconds(15));
         await using var fourth = await OpenServedAsync(extra);
+    }
+
+    /// <summary>
+    /// True when the gateway closes a new connection unserved. The close can come so soon after the accept that the
+    /// client's connect call itself reports the reset: that is the same outcome.
+    /// </summary>
+    private static async Task<bool> IsRefusedAsync(int port)
+    {
+        try
+        {
+            await using var connection = await RawHttpConnection.ConnectAsync(port);
+            await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            return await connection.IsClosedByServerAsync(TimeSpan.FromSeconds(5));
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            return true;
+        }
     }
 
     private static async Task<(RawHttpConnection, RawHttpConnection)> OpenTwoServedAsync(int port, int extra)

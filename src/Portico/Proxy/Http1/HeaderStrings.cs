@@ -25,6 +25,12 @@ internal static class HeaderStrings
     /// <summary>The index of Content-Length in the table.</summary>
     public static readonly int ContentLength = Array.IndexOf(Names, "Content-Length");
 
+    /// <summary>Indexes of the names a server writes itself when it frames a response.</summary>
+    public static readonly int Date = Array.IndexOf(Names, "Date");
+    public static readonly int Connection = Array.IndexOf(Names, "Connection");
+    public static readonly int KeepAlive = Array.IndexOf(Names, "Keep-Alive");
+    public static readonly int TransferEncoding = Array.IndexOf(Names, "Transfer-Encoding");
+
     /// <summary>Per known index: a hop-by-hop name (<see cref="HeaderRules.IsHopByHop"/>; every such name is in the table).</summary>
     private static readonly bool[] HopByHop = BuildHopByHop();
 
@@ -58,6 +64,27 @@ internal static class HeaderStrings
         }
         return -1;
     }
+
+    /// <summary>The index of a known name given as a string (ASCII case-insensitive), or -1.</summary>
+    public static int Find(string name)
+    {
+        if (name.Length >= ByLength.Length)
+        {
+            return -1;
+        }
+        foreach (var index in ByLength[name.Length])
+        {
+            var known = Names[index];
+            if (ReferenceEquals(known, name) || string.Equals(known, name, StringComparison.OrdinalIgnoreCase))
+            {
+                return index;
+            }
+        }
+        return -1;
+    }
+
+    /// <summary>The shared string of a known name.</summary>
+    public static string NameOf(int index) => Names[index];
 
     /// <summary>The name as a string: the shared one when known, else decoded (names are tokens, so ASCII).</summary>
     public static string Name(ReadOnlySpan<byte> name, out int index)

@@ -1,0 +1,161 @@
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Primitives;
+using Portico.Proxy.Http1;
+using Portico.Server;
+
+namespace Portico.Tests.Server;
+
+public sealed class RequestHeadersTests
+{
+    private static RequestHeaders Parse(RequestHeaders headers, string text)
+    {
+        var head = Encoding.Latin1.GetBytes(text);
+        headers.Reset(head);
+        Assert.True(RequestHeadParser.TryParse(head, headers, new RequestHeadLimits(8192, 32 * 1024, 100), out _));
+        return headers;
+    }
+
+    [Fact]
+    public void Lookup_CaseInsensitive_KnownAndUnknown_RepeatedNamesCombined()
+    {
+        var headers = Parse(new RequestHeaders(), "GET / HTTP/1.1\r\nHost: h\r\nX-Tag: a\r\nx-tag: b\r\nAccept: text/html\r\n\r\n");
+
+        Assert.Equal("h", headers["HOST"]);
+        Assert.Equal(new StringValues(["a", "b"]), headers["X-TAG"]);
+        Assert.Equal("text/html", ((IHeaderDictionary)headers).Accept);
+        Assert.True(headers.ContainsKey("x-Tag"));
+        Assert.False(headers.ContainsKey("Cookie"));
+        Assert.False(headers.ContainsKey("X-Other"));
+        Assert.Equal(StringValues.Empty, headers["Cookie"]);
+        Assert.Equal(3, headers.Count);
+        Assert.Equal(["Host", "X-Tag", "Accept"], headers.Keys);
+    }
+
+    [Fact]
+    public void SetAndRemove_ReplaceEveryLineOfTheName_AndClearRawFlag()
+    {
+        var headers = Parse(new RequestHeaders(), "GET / HTTP/1.1\r\nHost: h\r\nX-Tag: a\r\nX-Tag: b\r\nX-Keep: k\r\n\r\n");
+
+        headers["x-tag"] = "c";
+        Assert.True(headers.Remove("X-Keep"));
+        headers["X-New"] = "n";
+        headers["Authorization"] = "Bearer t";
+
+        Assert.Equal("c", headers["X-Tag"]);
+        Assert.False(headers.ContainsKey("X-Keep"));
+        Assert.Equal("n", headers["x-new"]);
+        Assert.Equal("Bearer t", ((IHeaderDictionary)headers).Authorization);
+        var raw = 0;
+        for (var i = 0; i < headers.EntryCount; i++)
+        {
+            ref var entry = ref headers.EntryAt(i);
+            if (!entry.Removed && entry.Raw)
+            {
+                raw++;
+            }
+        }
+        Assert.Equal(1, raw); // only Host is still the line as received
+        headers["X-Gone"] = StringValues.Empty;
+        Assert.False(headers.ContainsKey("X-Gone"));
+    }
+
+    [Fact]
+    public void KnownValues_ReusedAcrossRequestsOfTheSameTable()
+    {
+        var headers = new RequestHeaders();
+        Parse(headers, "GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: agent/1.0\r\nX-Request-ID: one\r\n\r\n");
+        var agent = ((IHeaderDictionary)headers).UserAgent.ToString();
+        var id = headers["X-Request-ID"].ToString();
+        headers.Release();
+
+        Parse(headers, "GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: agent/1.0\r\nX-Request-ID: one\r\n\r\n");
+
+        Assert.Same(agent, ((IHeaderDictionary)headers).UserAgent.ToString());
+        Assert.NotSame(id, headers["X-Request-ID"].ToString());
+        Assert.Equal(id, headers["X-Request-ID"].ToString());
+    }
+
+    [Fact]
+    public void ContentLength_ParsedFromHeader()
+    {
+        var headers = Parse(new RequestHeaders(), "DELETE / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+
+        Assert.Equal(0, headers.ContentLength);
+        headers.ContentLength = null;
+        Assert.Null(headers.ContentLength);
+        Assert.False(headers.ContainsKey("Content-Length"));
+    }
+}
+
+public sealed class ResponseHeadersTests
+{
+    [Fact]
+    public void SetGetRemove_AndContentLengthAsNumber()
+    {
+        var headers = new ResponseHeaders();
+        headers["Content-Type"] = "text/plain";
+        headers["X-A"] = new StringValues(["1", "2"]);
+        headers["Content-Length"] = "12";
+
+        Assert.Equal("text/plain", ((IHeaderDictionary)headers).ContentType);
+        Assert.Equal(new StringValues(["1", "2"]), headers["x-a"]);
+        Assert.Equal(12, headers.ContentLength);
+        Assert.Equal("12", headers["content-length"]);
+        Assert.Equal(3, headers.Count);
+        Assert.True(headers.Remove("x-a"));
+        Assert.False(headers.ContainsKey("X-A"));
+        headers.Clear();
+        Assert.Empty(headers);
+    }
+
+    [Theory]
+    [InlineData("a\rb")]
+    [InlineData("a\nb")]
+    [InlineData("a\u0000b")]
+    [InlineData("caf\u00e9")]
+    public void InvalidValue_ThrowsAsKestrel(string value)
+    {
+        var headers = new ResponseHeaders();
+
+        Assert.Throws<InvalidOperationException>(() => headers["X-Bad"] = value);
+        Assert.Throws<InvalidOperationException>(() => headers["Bad Name"] = "ok");
+    }
+
+    [Fact]
+    public void RawLines_ReadAsStrings_AndSurviveDetach()
+    {
+        var source = Encoding.ASCII.GetBytes("Server: origin\r\nX-Custom:  v1 \r\n");
+        var headers = new ResponseHeaders();
+        headers.AttachSource(source);
+        headers.AddRaw(HeaderStrings.Find("Server"u8), 0, 14, 6, 8, 6);
+        headers.AddRaw(-1, 16, 14, 8, 27, 2);
+
+        Assert.Equal("v1", headers["x-custom"]);
+        headers.DetachSource();
+        Array.Clear(source);
+
+        Assert.Equal("origin", headers["Server"]);
+        Assert.Equal("v1", headers["X-Custom"]);
+    }
+
+    [Fact]
+    public void RawLine_WithControlCharacter_Throws()
+    {
+        var source = Encoding.Latin1.GetBytes("X-Bad: a\u0001b");
+        var headers = new ResponseHeaders();
+        headers.AttachSource(source);
+
+        Assert.Throws<InvalidOperationException>(() => headers.AddRaw(-1, 0, source.Length, 5, 7, 3));
+    }
+
+    [Fact]
+    public void AfterStart_ChangesThrow()
+    {
+        var headers = new ResponseHeaders();
+        headers.MakeReadOnly();
+
+        Assert.Throws<InvalidOperationException>(() => headers["X-A"] = "1");
+        Assert.Throws<InvalidOperationException>(() => headers.ContentLength = 1);
+    }
+}
