@@ -3,6 +3,7 @@ using System.Buffers.Text;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -53,10 +54,19 @@ internal sealed partial class HttpForwarder
         try
         {
             // :: Step 2
+            var own = session.Own;
             try
             {
-                head.RequestLine(request.Method, UpstreamTarget(session));
-                CopyRequestHeaders(session, ref head, keepUpgrade: false);
+                if (own is not null)
+                {
+                    head.RequestLine(own.Method, session.UpstreamPathAndQuery ?? own.RawTarget);
+                    CopyRequestHeadersRaw(session, own, ref head);
+                }
+                else
+                {
+                    head.RequestLine(request.Method, UpstreamTarget(session));
+                    CopyRequestHeaders(session, ref head, keepUpgrade: false);
+                }
                 head.End(request.Method);
             }
             catch (InvalidHeaderValueException ex)
@@ -180,15 +190,33 @@ internal sealed partial class HttpForwarder
             downstream.StatusCode = parsed.Status;
             try
             {
-                CopyResponseHead(buffer.AsSpan(0, parsed.Length), ref parsed, downstream.Headers, pool.ValueCache);
+                if (own is not null)
+                {
+                    // The upstream's lines go into the client's response as they are (no strings); the request id the
+                    // runner set stays unless the upstream sent its own, which is then replaced.
+                    if (CopyResponseHeadRaw(buffer.AsSpan(0, parsed.Length), ref parsed, own.ResponseHeaderTable))
+                    {
+                        downstream.Headers["X-Request-ID"] = session.RequestId;
+                    }
+                }
+                else
+                {
+                    CopyResponseHead(buffer.AsSpan(0, parsed.Length), ref parsed, downstream.Headers, pool.ValueCache);
+                    downstream.Headers["X-Request-ID"] = session.RequestId;
+                }
             }
             catch (InvalidOperationException ex)
             {
                 // Kestrel refuses a value it cannot send (e.g. a control character): the upstream's answer is malformed.
                 return new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "upstream sent an invalid response header: " + ex.Message, ex);
             }
-            downstream.Headers["X-Request-ID"] = session.RequestId;
             await app.ResponseFilterAsync(session, ctx);
+            if (own is not null)
+            {
+                // The head goes into the client's pipe now (sent with the first body bytes): from here on the upstream
+                // head's buffer is free for the body.
+                await own.StartResponseAsync(appCompleted: false);
+            }
 
             // :: Step 7
             var destination = downstream.Body;
@@ -592,6 +620,146 @@ internal sealed partial class HttpForwarder
         }
     }
 
+    /// <summary>
+    /// <see cref="CopyResponseHead"/> for Portico's own server: the same rules (hop-by-hop and Connection-named lines
+    /// dropped, Content-Length as a number unless the body is re-framed, the upstream's names replacing what the phases
+    /// set, repeated names kept), but each line is kept as bytes in <paramref name="destination"/>. Returns true when the
+    /// upstream sent an X-Request-ID (the caller puts the request's own back).
+    /// </summary>
+    private static bool CopyResponseHeadRaw(ReadOnlySpan<byte> head, ref ResponseHead parsed, Server.ResponseHeaders destination)
+    {
+        destination.AttachSource(head);
+        var phasesSetUnknown = destination.EntryCount > 1;
+        var seenKnown = 0UL;
+        StringValues connection = default;
+        if (parsed.ConnectionNamesHeaders)
+        {
+            connection = CollectConnection(head[parsed.HeadersStart..]);
+        }
+        var sawRequestId = false;
+        var pos = parsed.HeadersStart;
+        while (pos < head.Length)
+        {
+            var rest = head[pos..];
+            var end = rest.IndexOf((byte)'\n');
+            var lineStart = pos;
+            var line = ResponseHead.TrimCr(rest[..end]);
+            pos += end + 1;
+            if (line.IsEmpty)
+            {
+                break;
+            }
+            ResponseHead.TrySplit(line, out var nameBytes, out var valueBytes);
+            var known = HeaderStrings.Find(nameBytes);
+            if (HeaderStrings.IsHopByHop(known)
+                || (parsed.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, HeaderStrings.Name(nameBytes, out _))))
+            {
+                continue;
+            }
+            if (known == HeaderStrings.ContentLength)
+            {
+                if (parsed.Framing != BodyFraming.Chunked && parsed.Framing != BodyFraming.UntilClose && destination.ContentLength is null)
+                {
+                    var item = ResponseHead.Trim(valueBytes);
+                    var comma = item.IndexOf((byte)',');
+                    Utf8Parser.TryParse(ResponseHead.Trim(comma < 0 ? item : item[..comma]), out long length, out _);
+                    destination.ContentLength = length;
+                }
+                continue;
+            }
+            if (known >= 0)
+            {
+                var bit = 1UL << known;
+                if ((seenKnown & bit) == 0)
+                {
+                    seenKnown |= bit;
+                    destination.RemoveKnown(known);
+                    sawRequestId |= known == HeaderStrings.XRequestId;
+                }
+            }
+            else if (phasesSetUnknown)
+            {
+                destination.RemoveUnknown(nameBytes);
+            }
+            // The value's offset in the head (an empty value may be a default span: it then sits at the line's end).
+            var valueStart = valueBytes.IsEmpty
+                ? lineStart + line.Length
+                : (int)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(head), ref MemoryMarshal.GetReference(valueBytes));
+            destination.AddRaw(known, lineStart, line.Length, nameBytes.Length, valueStart, valueBytes.Length);
+        }
+        return sawRequestId;
+    }
+
+    /// <summary>
+    /// <see cref="CopyRequestHeaders{TSink}"/> for a request on Portico's own server: lines no phase changed are written
+    /// upstream as the bytes they arrived as; known names are classified by index, not by string.
+    /// </summary>
+    private static void CopyRequestHeadersRaw(ProxySession session, Server.Http1RequestContext own, ref RequestHeadWriter sink)
+    {
+        var headers = own.RequestHeaderTable;
+        var raw = headers.Head;
+        var traced = session.Activity is not null;
+        StringValues connection = default;
+        if (own.ConnectionNamesHeaders)
+        {
+            connection = headers["Connection"];
+        }
+        string? forwardedFor = null;
+        StringValues via = default;
+        for (var i = 0; i < headers.EntryCount; i++)
+        {
+            ref var entry = ref headers.EntryAt(i);
+            if (entry.Removed)
+            {
+                continue;
+            }
+            var known = entry.Known;
+            if (known >= 0)
+            {
+                var bit = 1UL << known;
+                if ((Server.RequestHeaderNames.HopByHopMask & bit) != 0)
+                {
+                    if (known == Server.RequestHeaderNames.TE && HeaderRules.IsTrailersOnlyTe(headers.ValueOf(ref entry)))
+                    {
+                        sink.Add("TE", "trailers");
+                    }
+                    continue;
+                }
+                if (known == Server.RequestHeaderNames.XForwardedFor)
+                {
+                    var value = headers.ValueOf(ref entry).ToString();
+                    forwardedFor = forwardedFor is null ? value : forwardedFor + ", " + value;
+                    continue;
+                }
+                if (known == Server.RequestHeaderNames.Via)
+                {
+                    via = StringValues.Concat(via, headers.ValueOf(ref entry));
+                    continue;
+                }
+                if ((Server.RequestHeaderNames.SetByProxyMask & bit) != 0
+                    || (traced && known is Server.RequestHeaderNames.TraceParent or Server.RequestHeaderNames.TraceState))
+                {
+                    continue;
+                }
+            }
+            if (own.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, headers.NameOf(ref entry)))
+            {
+                continue;
+            }
+            if (entry.Raw)
+            {
+                sink.AddRaw(raw.Slice(entry.LineStart, entry.NameLength), raw.Slice(entry.ValueStart, entry.ValueLength),
+                    known == Server.RequestHeaderNames.ContentLength);
+            }
+            else
+            {
+                sink.Add(headers.NameOf(ref entry), headers.ValueOf(ref entry));
+            }
+        }
+        var host = headers.Has(Server.RequestHeaderNames.Host) ? headers["Host"].ToString() : null;
+        AddProxyHeaders(session, ref sink, host, forwardedFor, via, own.Protocol, own.Connection.IsTls ? "https" : "http");
+    }
+
     private static StringValues CollectConnection(ReadOnlySpan<byte> headers)
     {
         var values = StringValues.Empty;
@@ -689,6 +857,21 @@ internal sealed partial class HttpForwarder
             Ascii(": ");
             Utf8(name, value);
             Ascii("\r\n");
+        }
+
+        /// <summary>A line as the client sent it (checked by the server's parser: a token name, a printable ASCII value).</summary>
+        public void AddRaw(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, bool isContentLength)
+        {
+            _hasContentLength |= isContentLength;
+            Ensure(name.Length + value.Length + 4);
+            var span = _buffer.AsSpan(_length);
+            name.CopyTo(span);
+            span[name.Length] = (byte)':';
+            span[name.Length + 1] = (byte)' ';
+            value.CopyTo(span[(name.Length + 2)..]);
+            span[name.Length + 2 + value.Length] = (byte)'\r';
+            span[name.Length + 3 + value.Length] = (byte)'\n';
+            _length += name.Length + value.Length + 4;
         }
 
         public void Add(string name, StringValues values)

@@ -57,6 +57,11 @@ internal sealed partial class HttpForwarder
         var readTimeout = session.ReadTimeoutOverride ?? peer.ReadTimeout;
 
         // :: Step 1
+        if (session.Own is not null && _ownHttp1 && peer.Http1 is { } ownPool)
+        {
+            // Portico's own server takes bodiless, non-upgrade requests only: straight to the own client.
+            return await ForwardHttp1Async(session, ownPool, app, ctx, readTimeout, requestAborted);
+        }
         var extendedConnect = httpContext.Features.Get<IHttpExtendedConnectFeature>();
         var isExtendedConnect = extendedConnect is { IsExtendedConnect: true };
         var upgradeFeature = httpContext.Features.Get<IHttpUpgradeFeature>();
@@ -281,33 +286,38 @@ internal sealed partial class HttpForwarder
             sink.Add("Connection", "Upgrade");
             sink.Add("Upgrade", headers.Upgrade);
         }
+        AddProxyHeaders(session, ref sink, request.Host.Value, forwardedFor, headers.Via, request.Protocol, DownstreamScheme(session.HttpContext));
+    }
 
-        // Host: kept as the client sent it (as Envoy, HAProxy and Caddy do); X-Forwarded-Host repeats it.
-        var host = request.Host.Value;
+    /// <summary>
+    /// The headers the proxy sets on every upstream request, after the client's: Host (kept as the client sent it, as
+    /// Envoy, HAProxy and Caddy do) and X-Forwarded-Host repeating it, X-Forwarded-For (the client's list, if any, plus
+    /// the client), X-Forwarded-Proto, X-Request-ID, the span's traceparent when traced, and Via.
+    /// </summary>
+    private static void AddProxyHeaders<TSink>(ProxySession session, ref TSink sink, string? host, string? forwardedFor, StringValues via, string protocol, string scheme)
+        where TSink : struct, IUpstreamHeaderSink
+    {
         if (!string.IsNullOrEmpty(host))
         {
             sink.Host(host);
             sink.Add("X-Forwarded-Host", host);
         }
-
-        var client = session.ClientAddress.IsIPv4MappedToIPv6 ? session.ClientAddress.MapToIPv4() : session.ClientAddress;
-        var clientText = client.ToString();
+        var clientText = session.ClientAddressText();
         sink.Add("X-Forwarded-For", forwardedFor is null ? clientText : forwardedFor + ", " + clientText);
-        sink.Add("X-Forwarded-Proto", DownstreamScheme(session.HttpContext));
+        sink.Add("X-Forwarded-Proto", scheme);
         sink.Add("X-Request-ID", session.RequestId);
-        if (span is not null)
+        if (session.Activity is { } span)
         {
             // W3C Trace Context §3.2/§3.3: the upstream's parent is this span, not the client's; the span carries the
             // client's tracestate when it continues the client's trace, and none when the trace started here. Without
-            // a span (tracing off, or not sampled) the client's headers went through unchanged above.
+            // a span (tracing off, or not sampled) the client's headers went through unchanged.
             sink.Add("traceparent", span.Id!);
             if (span.TraceStateString is { Length: > 0 } traceState)
             {
                 sink.Add("tracestate", traceState);
             }
         }
-        var via = headers.Via;
-        var viaValue = ViaEntry(request.Protocol);
+        var viaValue = ViaEntry(protocol);
         sink.Add("Via", StringValues.IsNullOrEmpty(via) ? viaValue : via.ToString() + ", " + viaValue);
     }
 

@@ -16,8 +16,30 @@ public sealed class ProxySession
         HttpContext = httpContext;
         RequestId = requestId;
         StartTimestamp = Stopwatch.GetTimestamp();
-        ClientAddress = httpContext.Connection.RemoteIpAddress ?? IPAddress.None;
+        Own = httpContext.Features as Server.Http1RequestContext;
+        ClientAddress = (Own is { } own ? own.Connection.RemoteIpAddress : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
     }
+
+    /// <summary>The request's state on Portico's own HTTP/1.1 server; null when Kestrel serves it (HTTP/2, bodies, upgrades).</summary>
+    internal Server.Http1RequestContext? Own { get; }
+
+    /// <summary>
+    /// <see cref="ClientAddress"/> as text for X-Forwarded-For: the connection's cached string while the address is the
+    /// connection's own (a phase may replace it), else formatted.
+    /// </summary>
+    internal string ClientAddressText()
+    {
+        var client = ClientAddress;
+        if (Own is { } own && ReferenceEquals(client, own.Connection.RemoteIpAddress))
+        {
+            return own.Connection.RemoteIpText;
+        }
+        return FormatAddress(client);
+    }
+
+    /// <summary>An address as X-Forwarded-For shows it (IPv4-mapped IPv6 addresses as IPv4).</summary>
+    internal static string FormatAddress(IPAddress address) =>
+        (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
 
     /// <summary>The downstream request and response.</summary>
     public HttpContext HttpContext { get; }

@@ -26,6 +26,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
     private readonly CancellationTokenRegistration _closeRequestedRegistration;
     private IPEndPoint? _remote;
     private IPEndPoint? _local;
+    private string? _remoteText;
     private byte[]? _headCopy;
 
     /// <summary><see cref="Environment.TickCount64"/> by which the current wait must end; 0 = none.</summary>
@@ -46,6 +47,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
         _app = app;
         _options = options;
         _logger = logger;
+        IsTls = connection.Features.Get<ITlsConnectionFeature>() is not null;
         if (connection.Features.Get<IConnectionLifetimeNotificationFeature>() is { } lifetime)
         {
             _closeRequestedRegistration = lifetime.ConnectionClosedRequested.UnsafeRegister(static s => ((Http1ServerConnection)s!).OnCloseRequested(), this);
@@ -68,6 +70,12 @@ internal sealed partial class Http1ServerConnection : IDisposable
     public bool CloseRequested => _closeRequested;
 
     public IPAddress? RemoteIpAddress => (_remote ??= _connection.RemoteEndPoint as IPEndPoint)?.Address;
+
+    /// <summary>The client's address as X-Forwarded-For shows it, formatted once per connection.</summary>
+    public string RemoteIpText => _remoteText ??= Proxy.ProxySession.FormatAddress(RemoteIpAddress ?? IPAddress.None);
+
+    /// <summary>True when the connection is TLS (decided once: the TLS middleware runs before this server).</summary>
+    public bool IsTls { get; }
 
     public int RemotePort => (_remote ??= _connection.RemoteEndPoint as IPEndPoint)?.Port ?? 0;
 

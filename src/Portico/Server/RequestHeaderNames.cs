@@ -87,10 +87,18 @@ internal static class RequestHeaderNames
         {
             return -1;
         }
-        foreach (var index in ByLength[name.Length])
+        var candidates = ByLength[name.Length];
+        // Callers mostly pass the same literal (interned) string: a reference pass first avoids comparing characters.
+        foreach (var index in candidates)
         {
-            var known = Names[index];
-            if (ReferenceEquals(known, name) || string.Equals(known, name, StringComparison.OrdinalIgnoreCase))
+            if (ReferenceEquals(Names[index], name))
+            {
+                return index;
+            }
+        }
+        foreach (var index in candidates)
+        {
+            if (string.Equals(Names[index], name, StringComparison.OrdinalIgnoreCase))
             {
                 return index;
             }

@@ -24,7 +24,8 @@ internal sealed class ResponseHeaders : IHeaderDictionary
     private Entry[] _entries = new Entry[16];
     private int _count;
     private long? _contentLength;
-    private byte[]? _source;
+    private byte[] _source = [];
+    private int _sourceLength;
     private bool _readOnly;
 
     internal struct Entry
@@ -33,7 +34,7 @@ internal sealed class ResponseHeaders : IHeaderDictionary
         public int Known;
         public string? Name;
         public StringValues Value;
-        /// <summary>True while the entry is a line of <see cref="_source"/>, not yet decoded.</summary>
+        /// <summary>True while the entry is a line of <see cref="Source"/>, not yet decoded.</summary>
         public bool Raw;
         public int LineStart;
         public int LineLength;
@@ -47,8 +48,8 @@ internal sealed class ResponseHeaders : IHeaderDictionary
 
     internal ref Entry EntryAt(int index) => ref _entries[index];
 
-    /// <summary>The buffer the raw entries point into.</summary>
-    internal ReadOnlySpan<byte> Source => _source;
+    /// <summary>The bytes the raw entries point into (this table's copy of an upstream head).</summary>
+    internal ReadOnlySpan<byte> Source => _source.AsSpan(0, _sourceLength);
 
     /// <summary>Set once the head is on the wire: changes then throw, as Kestrel's do.</summary>
     internal void MakeReadOnly() => _readOnly = true;
@@ -58,32 +59,22 @@ internal sealed class ResponseHeaders : IHeaderDictionary
         Array.Clear(_entries, 0, _count);
         _count = 0;
         _contentLength = null;
-        _source = null;
+        _sourceLength = 0;
         _readOnly = false;
     }
 
     /// <summary>
-    /// Lines of <paramref name="source"/> may be added as raw entries until <see cref="DetachSource"/>; the caller keeps
-    /// the buffer alive and unchanged until then.
+    /// Copies <paramref name="head"/> (an upstream response head, a few hundred bytes) into this table, so its lines can be
+    /// added as raw entries by offset: they stay valid however the caller reuses its buffer. One source per response.
     /// </summary>
-    internal void AttachSource(byte[] source) => _source = source;
-
-    /// <summary>Decodes the raw entries still waiting (the buffer is about to be reused): nothing points into it after.</summary>
-    internal void DetachSource()
+    internal void AttachSource(ReadOnlySpan<byte> head)
     {
-        if (_source is null)
+        if (_source.Length < head.Length)
         {
-            return;
+            _source = new byte[Math.Max(head.Length, 1024)];
         }
-        for (var i = 0; i < _count; i++)
-        {
-            ref var entry = ref _entries[i];
-            if (entry.Raw)
-            {
-                Decode(ref entry);
-            }
-        }
-        _source = null;
+        head.CopyTo(_source);
+        _sourceLength = head.Length;
     }
 
     /// <summary>
@@ -93,7 +84,7 @@ internal sealed class ResponseHeaders : IHeaderDictionary
     internal void AddRaw(int known, int lineStart, int lineLength, int nameLength, int valueStart, int valueLength)
     {
         ThrowIfReadOnly();
-        ValidateValue(_source.AsSpan(valueStart, valueLength));
+        ValidateValue(Source.Slice(valueStart, valueLength));
         ref var entry = ref Append();
         entry.Known = known;
         entry.Raw = true;
@@ -150,7 +141,7 @@ internal sealed class ResponseHeaders : IHeaderDictionary
 
     /// <summary>The name of an entry (decoded once for unknown raw names).</summary>
     internal string NameOf(ref Entry entry) =>
-        entry.Name ??= Encoding.Latin1.GetString(_source.AsSpan(entry.LineStart, entry.NameLength));
+        entry.Name ??= Encoding.Latin1.GetString(Source.Slice(entry.LineStart, entry.NameLength));
 
     internal StringValues ValueOf(ref Entry entry)
     {
@@ -405,7 +396,7 @@ internal sealed class ResponseHeaders : IHeaderDictionary
 
     private void Decode(ref Entry entry)
     {
-        var source = _source.AsSpan();
+        var source = Source;
         entry.Name ??= Encoding.Latin1.GetString(source.Slice(entry.LineStart, entry.NameLength));
         var bytes = source.Slice(entry.ValueStart, entry.ValueLength);
         entry.Value = bytes.IsEmpty ? string.Empty : Encoding.Latin1.GetString(bytes);
@@ -466,7 +457,7 @@ internal sealed class ResponseHeaders : IHeaderDictionary
         {
             return string.Equals(name, key, StringComparison.OrdinalIgnoreCase);
         }
-        return entry.NameLength == key.Length && Ascii.EqualsIgnoreCase(_source.AsSpan(entry.LineStart, entry.NameLength), key);
+        return entry.NameLength == key.Length && Ascii.EqualsIgnoreCase(Source.Slice(entry.LineStart, entry.NameLength), key);
     }
 
     private bool SameName(int i, int j)

@@ -30,6 +30,7 @@ internal static class HeaderStrings
     public static readonly int Connection = Array.IndexOf(Names, "Connection");
     public static readonly int KeepAlive = Array.IndexOf(Names, "Keep-Alive");
     public static readonly int TransferEncoding = Array.IndexOf(Names, "Transfer-Encoding");
+    public static readonly int XRequestId = Array.IndexOf(Names, "X-Request-ID");
 
     /// <summary>Per known index: a hop-by-hop name (<see cref="HeaderRules.IsHopByHop"/>; every such name is in the table).</summary>
     private static readonly bool[] HopByHop = BuildHopByHop();
@@ -72,10 +73,18 @@ internal static class HeaderStrings
         {
             return -1;
         }
-        foreach (var index in ByLength[name.Length])
+        var candidates = ByLength[name.Length];
+        // Callers mostly pass the same literal (interned) string: a reference pass first avoids comparing characters.
+        foreach (var index in candidates)
         {
-            var known = Names[index];
-            if (ReferenceEquals(known, name) || string.Equals(known, name, StringComparison.OrdinalIgnoreCase))
+            if (ReferenceEquals(Names[index], name))
+            {
+                return index;
+            }
+        }
+        foreach (var index in candidates)
+        {
+            if (string.Equals(Names[index], name, StringComparison.OrdinalIgnoreCase))
             {
                 return index;
             }
