@@ -490,7 +490,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                     // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
                     // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
                     listen.Use(H2cPriorKnowledge.Middleware);
-                    listen.Use(Server.Http1Server.Middleware(_service.InvokeAsync, kestrel, _loggerFactory));
+                    listen.Use(Server.Http1Server.Middleware(_service.ServeAsync, kestrel, _loggerFactory));
                 });
             }
             else
@@ -515,7 +515,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                         https.ServerCertificateChain = intermediates;
                         https.SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13;
                     });
-                    listen.Use(Server.Http1Server.Middleware(_service.InvokeAsync, kestrel, _loggerFactory));
+                    listen.Use(Server.Http1Server.Middleware(_service.ServeAsync, kestrel, _loggerFactory));
                 });
             }
         });

@@ -40,7 +40,7 @@ public static class ProxyHost
                 kestrel.Listen(endpoint, listen =>
                 {
                     listen.Use(H2cPriorKnowledge.Middleware);
-                    listen.Use(Server.Http1Server.Middleware(runner.InvokeAsync, kestrel, loggerFactory));
+                    listen.Use(Server.Http1Server.Middleware(runner.ServeAsync, kestrel, loggerFactory));
                 });
             }
         });

@@ -48,8 +48,19 @@ internal sealed partial class HttpForwarder
     }
 
     /// <summary>Forwards one attempt. Returns null on success, else the error (the response may have started).</summary>
+    public ValueTask<ProxyError?> ForwardAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
+    {
+        if (session.Own is { } own && _ownHttp1 && peer.Http1 is { } pool)
+        {
+            // Portico's own server takes bodiless, non-upgrade requests only: straight to the own client, without a
+            // frame of its own here (see ProxyService.ServeAsync on frames per request).
+            return ForwardHttp1Async(session, pool, app, ctx, session.ReadTimeoutOverride ?? peer.ReadTimeout, own.RequestAborted);
+        }
+        return ForwardAnyAsync(session, peer, app, ctx);
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<ProxyError?> ForwardAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
+    private async ValueTask<ProxyError?> ForwardAnyAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
     {
         var httpContext = session.HttpContext;
         var request = httpContext.Request;
@@ -57,11 +68,6 @@ internal sealed partial class HttpForwarder
         var readTimeout = session.ReadTimeoutOverride ?? peer.ReadTimeout;
 
         // :: Step 1
-        if (session.Own is not null && _ownHttp1 && peer.Http1 is { } ownPool)
-        {
-            // Portico's own server takes bodiless, non-upgrade requests only: straight to the own client.
-            return await ForwardHttp1Async(session, ownPool, app, ctx, readTimeout, requestAborted);
-        }
         var extendedConnect = httpContext.Features.Get<IHttpExtendedConnectFeature>();
         var isExtendedConnect = extendedConnect is { IsExtendedConnect: true };
         var upgradeFeature = httpContext.Features.Get<IHttpUpgradeFeature>();

@@ -519,6 +519,8 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
         }
     }
 
+    public bool HasOnCompleted => _onCompleted is { Count: > 0 };
+
     /// <summary>Runs the OnCompleted callbacks (errors are logged by the caller).</summary>
     public async ValueTask RunOnCompletedAsync()
     {

@@ -32,16 +32,16 @@ public static class Http1Server
     /// <summary>
     /// A connection middleware that serves HTTP/1.1 requests with <paramref name="app"/>; add it last, after TLS and any
     /// other connection middleware. <paramref name="options"/> gives the limits and timeouts (Kestrel's, so both servers
-    /// apply the same ones); the app must also be the request delegate of the Kestrel server, which serves what this
-    /// server hands over.
+    /// apply the same ones); the same app must also be the request delegate of the Kestrel server (as a
+    /// <see cref="RequestDelegate"/>), which serves what this server hands over.
     /// </summary>
-    public static Func<ConnectionDelegate, ConnectionDelegate> Middleware(RequestDelegate app, KestrelServerOptions options, ILoggerFactory loggerFactory)
+    public static Func<ConnectionDelegate, ConnectionDelegate> Middleware(Func<HttpContext, ValueTask> app, KestrelServerOptions options, ILoggerFactory loggerFactory)
     {
         var logger = loggerFactory.CreateLogger("Portico.Server");
         return next => Enabled ? connection => ServeAsync(connection, next, app, options, logger) : next;
     }
 
-    private static async Task ServeAsync(ConnectionContext connection, ConnectionDelegate next, RequestDelegate app, KestrelServerOptions options, ILogger logger)
+    private static async Task ServeAsync(ConnectionContext connection, ConnectionDelegate next, Func<HttpContext, ValueTask> app, KestrelServerOptions options, ILogger logger)
     {
         if (!Http1ServerConnection.IsHttp1(connection))
         {
