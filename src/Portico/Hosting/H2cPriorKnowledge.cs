@@ -28,14 +28,20 @@ internal static class H2cPriorKnowledge
     /// <summary>Adds the sniffing middleware to a cleartext listener that allows HTTP/1.1 and HTTP/2.</summary>
     public static Func<ConnectionDelegate, ConnectionDelegate> Middleware => static next => async connection =>
     {
+        await DetectAsync(connection);
+        await next(connection);
+    };
+
+    /// <summary>Peeks at the connection's next bytes; when they are the HTTP/2 preface, publishes "h2" for Kestrel.</summary>
+    public static async ValueTask DetectAsync(ConnectionContext connection)
+    {
         if (await StartsWithPrefaceAsync(connection.Transport.Input, connection.ConnectionClosed))
         {
             var feature = new CleartextH2Feature();
             connection.Features.Set<ITlsApplicationProtocolFeature>(feature);
             connection.Features.Set<ITlsConnectionFeature>(feature);
         }
-        await next(connection);
-    };
+    }
 
     /// <summary>True when the request arrived over cleartext HTTP/2 detected by this middleware.</summary>
     public static bool IsCleartextH2(HttpContext context) => context.Features.Get<ITlsConnectionFeature>() is CleartextH2Feature;

@@ -37,6 +37,8 @@ internal static class ListenerServer
                 o.CreateBoundListenSocket = sockets.CreateForKestrel;
             }
         });
+        // Cleartext data-plane listeners accept on Portico's own path (Http1Server.ListenCleartext); the rest on Kestrel's.
+        Server.Http1Server.AddTransport(builder.Services);
         return builder;
     }
 

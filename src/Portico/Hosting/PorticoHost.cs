@@ -483,15 +483,9 @@ public sealed partial class PorticoHost : IAsyncDisposable
             ApplyLimits(kestrel, spec.Limits!);
             if (spec.Kind == ListenerKind.Http)
             {
-                kestrel.Listen(spec.Endpoint, listen =>
-                {
-                    listen.Use(LimitConnections);
-                    listen.Use(MetricsEndpoint.CountConnections(_app.Metrics));
-                    // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
-                    // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
-                    listen.Use(H2cPriorKnowledge.Middleware);
-                    listen.Use(Server.Http1Server.Middleware(_service.ServeAsync, kestrel, _loggerFactory));
-                });
+                // Protocols left at Kestrel's default (HTTP/1.1 and HTTP/2): setting them explicitly only adds a
+                // start-up warning that cleartext HTTP/2 is off, which H2cPriorKnowledge makes untrue.
+                Server.Http1Server.ListenCleartext(kestrel, spec.Endpoint, _service.ServeAsync, _loggerFactory, ConnectionHooks);
             }
             else
             {
@@ -507,8 +501,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
                 kestrel.Listen(spec.Endpoint, listen =>
                 {
                     listen.Protocols = tls.Http2 ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
-                    listen.Use(LimitConnections);
-                    listen.Use(MetricsEndpoint.CountConnections(_app.Metrics));
+                    listen.Use(ConnectionHooks.Middleware);
                     listen.UseHttps(https =>
                     {
                         https.ServerCertificate = leaf;
@@ -732,24 +725,26 @@ public sealed partial class PorticoHost : IAsyncDisposable
     /// connection over the cap is closed as soon as it is accepted. Read per connection from the current config, so
     /// a reload changes it without restarting listeners.
     /// </summary>
-    private ConnectionDelegate LimitConnections(ConnectionDelegate next) => async connection =>
-    {
-        var limit = _app.Snapshot.Config.Server.MaxConnections;
-        var open = Interlocked.Increment(ref _openConnections);
-        try
+    private Server.ConnectionHooks ConnectionHooks => _connectionHooks ??= new Server.ConnectionHooks(
+        connection =>
         {
+            var limit = _app.Snapshot.Config.Server.MaxConnections;
+            var open = Interlocked.Increment(ref _openConnections);
             if (limit > 0 && open > limit)
             {
-                connection.Abort(new ConnectionAbortedException("server.max_connections reached"));
-                return;
+                Interlocked.Decrement(ref _openConnections);
+                return false;
             }
-            await next(connection);
-        }
-        finally
+            _app.Metrics.ConnectionOpened();
+            return true;
+        },
+        connection =>
         {
+            _app.Metrics.ConnectionClosed();
             Interlocked.Decrement(ref _openConnections);
-        }
-    };
+        });
+
+    private Server.ConnectionHooks? _connectionHooks;
 
     /// <summary>
     /// Says once, at start-up, which configured features this build parses and validates but does not serve

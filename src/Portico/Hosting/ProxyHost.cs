@@ -30,6 +30,8 @@ public static class ProxyHost
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
         builder.WebHost.UseKestrelCore();
+        builder.WebHost.UseSockets();
+        Server.Http1Server.AddTransport(builder.Services);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -37,11 +39,7 @@ public static class ProxyHost
             kestrel.Limits.MaxRequestBodySize = null;
             foreach (var endpoint in endpoints)
             {
-                kestrel.Listen(endpoint, listen =>
-                {
-                    listen.Use(H2cPriorKnowledge.Middleware);
-                    listen.Use(Server.Http1Server.Middleware(runner.ServeAsync, kestrel, loggerFactory));
-                });
+                Server.Http1Server.ListenCleartext(kestrel, endpoint, runner.ServeAsync, loggerFactory);
             }
         });
         var web = builder.Build();

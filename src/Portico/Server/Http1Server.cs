@@ -1,7 +1,9 @@
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using System.Net;
 
 namespace Portico.Server;
 
@@ -26,8 +28,45 @@ public static class Http1Server
     /// <summary>False when <see cref="Variable"/> is "kestrel": every request is Kestrel's.</summary>
     public static bool Enabled { get; } = !string.Equals(Environment.GetEnvironmentVariable(Variable), "kestrel", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>"portico" or "kestrel": which server answers HTTP/1.1 requests (for the start-up log).</summary>
-    public static string Mode => Enabled ? "portico (Kestrel for bodies, upgrades and HTTP/2)" : "kestrel";
+    /// <summary>
+    /// True (the default) when cleartext listeners accept connections on Portico's own path (<see cref="FastListener"/>)
+    /// instead of Kestrel's socket transport; false when the server is off or <see cref="Variable"/> is "middleware"
+    /// (Portico's server as a connection middleware on Kestrel's transport, as TLS listeners always have it).
+    /// </summary>
+    public static bool OwnAccept { get; } = Enabled && !string.Equals(Environment.GetEnvironmentVariable(Variable), "middleware", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Which server answers HTTP/1.1 requests (for the start-up log).</summary>
+    public static string Mode => !Enabled ? "kestrel"
+        : OwnAccept ? "portico, own accept path on cleartext listeners (Kestrel for bodies, upgrades and HTTP/2)"
+        : "portico on Kestrel's transport (Kestrel for bodies, upgrades and HTTP/2)";
+
+    /// <summary>Registers the own accept path with Kestrel (after <c>UseSockets</c>); it binds only <see cref="FastEndPoint"/>s.</summary>
+    public static void AddTransport(IServiceCollection services) =>
+        services.AddSingleton<IConnectionListenerFactory, FastTransportFactory>();
+
+    /// <summary>
+    /// Listens on a cleartext <paramref name="endpoint"/> serving HTTP/1.1 with <paramref name="app"/> (and HTTP/2 with
+    /// prior knowledge through Kestrel): on the own accept path when <see cref="OwnAccept"/>, else as Kestrel connection
+    /// middleware (<paramref name="hooks"/>, h2c detection, <see cref="Middleware"/>). Needs <see cref="AddTransport"/>
+    /// on the server's services; Kestrel's request delegate must run the same app.
+    /// </summary>
+    public static void ListenCleartext(KestrelServerOptions kestrel, IPEndPoint endpoint, Func<HttpContext, ValueTask> app, ILoggerFactory loggerFactory, ConnectionHooks? hooks = null)
+    {
+        if (OwnAccept)
+        {
+            kestrel.Listen(new FastEndPoint(endpoint, app, kestrel, loggerFactory.CreateLogger("Portico.Server"), hooks));
+            return;
+        }
+        kestrel.Listen(endpoint, listen =>
+        {
+            if (hooks is not null)
+            {
+                listen.Use(hooks.Middleware);
+            }
+            listen.Use(Hosting.H2cPriorKnowledge.Middleware);
+            listen.Use(Middleware(app, kestrel, loggerFactory));
+        });
+    }
 
     /// <summary>
     /// A connection middleware that serves HTTP/1.1 requests with <paramref name="app"/>; add it last, after TLS and any

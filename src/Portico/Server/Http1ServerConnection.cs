@@ -28,6 +28,10 @@ internal sealed partial class Http1ServerConnection : IDisposable
     private IPEndPoint? _local;
     private string? _remoteText;
     private byte[]? _headCopy;
+    private readonly FastConnection? _fast;
+    private bool _handOver;
+    /// <summary>When the request in progress started (<see cref="Environment.TickCount64"/>); 0 = none.</summary>
+    private long _requestStart;
 
     /// <summary><see cref="Environment.TickCount64"/> by which the current wait must end; 0 = none.</summary>
     private long _deadline;
@@ -47,8 +51,18 @@ internal sealed partial class Http1ServerConnection : IDisposable
         _app = app;
         _options = options;
         _logger = logger;
-        IsTls = connection.Features.Get<ITlsConnectionFeature>() is not null;
-        if (connection.Features.Get<IConnectionLifetimeNotificationFeature>() is { } lifetime)
+        if (connection is FastConnection fast)
+        {
+            // Portico's own accept path: cleartext, and shutdown comes through FastConnection.RequestClose.
+            _fast = fast;
+            fast.Server = this;
+            _closeRequested = fast.CloseRequestedEarly;
+        }
+        else
+        {
+            IsTls = connection.Features.Get<ITlsConnectionFeature>() is not null;
+        }
+        if (_fast is null && connection.Features.Get<IConnectionLifetimeNotificationFeature>() is { } lifetime)
         {
             _closeRequestedRegistration = lifetime.ConnectionClosedRequested.UnsafeRegister(static s => ((Http1ServerConnection)s!).OnCloseRequested(), this);
         }
@@ -85,8 +99,14 @@ internal sealed partial class Http1ServerConnection : IDisposable
 
     /// <summary>False for a connection that negotiated HTTP/2 (ALPN, or the h2c preface seen by H2cPriorKnowledge).</summary>
     public static bool IsHttp1(ConnectionContext connection) =>
-        connection.Features.Get<Microsoft.AspNetCore.Server.Kestrel.Core.Features.ITlsApplicationProtocolFeature>() is not { } alpn
+        connection is FastConnection { HasExtraFeatures: false } || connection.Features.Get<Microsoft.AspNetCore.Server.Kestrel.Core.Features.ITlsApplicationProtocolFeature>() is not { } alpn
         || !alpn.ApplicationProtocol.Span.SequenceEqual("h2"u8);
+
+    /// <summary>Called when <see cref="RunAsync"/> ends, with its result, before its task completes.</summary>
+    public Action<Http1ServerConnection, bool>? Ended { get; set; }
+
+    /// <summary>The connection this server runs on.</summary>
+    public ConnectionContext Connection => _connection;
 
     /// <summary>Serves requests until the connection ends (false) or a request needs Kestrel (true: hand it over).</summary>
     public async Task<bool> RunAsync()
@@ -101,7 +121,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
             {
                 // :: wait for a request head
                 SetDeadline(limits.KeepAliveTimeout, waiting: 1);
-                if (_closeRequested)
+                if (_closeRequested && !(RequestCount == 0 && _fast is { CloseRequestedEarly: true }))
                 {
                     return false;
                 }
@@ -135,7 +155,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
                     if (buffer.Length > maxHead)
                     {
                         _input.AdvanceTo(buffer.Start);
-                        return true;
+                        return _handOver = true;
                     }
                     if (result.IsCompleted)
                     {
@@ -143,7 +163,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
                         {
                             // A partial head and then the end: Kestrel answers that the request is incomplete.
                             _input.AdvanceTo(buffer.Start);
-                            return true;
+                            return _handOver = true;
                         }
                         return false;
                     }
@@ -178,13 +198,14 @@ internal sealed partial class Http1ServerConnection : IDisposable
                 {
                     context.Return();
                     _input.AdvanceTo(buffer.Start);
-                    return true;
+                    return _handOver = true;
                 }
                 RequestCount++;
                 context.Start(this, headMemory.Span, line);
 
                 // :: run the app, then end the response (written out here, not in a method: one frame less per request)
                 var keepAlive = true;
+                Volatile.Write(ref _requestStart, Environment.TickCount64);
                 try
                 {
                     await _app(context.HttpContext);
@@ -212,6 +233,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
                     }
                     keepAlive = complete && context.KeepAlive && !_closeRequested && !Closed.IsCancellationRequested;
                 }
+                Volatile.Write(ref _requestStart, 0);
                 if (context.HasOnCompleted)
                 {
                     await RunOnCompletedAsync(context);
@@ -234,6 +256,16 @@ internal sealed partial class Http1ServerConnection : IDisposable
         {
             Log.ConnectionFailed(_logger, ConnectionId, ex);
             return false;
+        }
+        finally
+        {
+            if (_fast is not null && _closeRequested && RequestCount > 0)
+            {
+                // Closed by the server between requests: the client may be sending its next one right now.
+                _fast.LingerOnClose = true;
+            }
+            // The own accept path's end of the connection (FastListener): no awaiting frame of its own.
+            Ended?.Invoke(this, _handOver);
         }
     }
 
@@ -289,6 +321,12 @@ internal sealed partial class Http1ServerConnection : IDisposable
             _timedOut = true;
             _input.CancelPendingRead();
         }
+        var started = Volatile.Read(ref _requestStart);
+        if (_fast is not null && started != 0 && now - started >= 1000)
+        {
+            // Nothing reads the socket while a request runs on the own accept path: watch for the client leaving.
+            _fast.WatchForClose();
+        }
         var writeDeadline = Volatile.Read(ref _writeDeadline);
         if (writeDeadline != 0 && now >= writeDeadline)
         {
@@ -297,7 +335,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
         }
     }
 
-    private void OnCloseRequested()
+    internal void OnCloseRequested()
     {
         _closeRequested = true;
         if (_waiting == 1)
@@ -352,6 +390,10 @@ internal sealed partial class Http1ServerConnection : IDisposable
     {
         ConnectionHeartbeat.Remove(this);
         _closeRequestedRegistration.Dispose();
+        if (_fast is not null)
+        {
+            _fast.Server = null;
+        }
         ReturnHeadCopy();
     }
 
@@ -417,6 +459,7 @@ internal static class ConnectionHeartbeat
     private static void Tick()
     {
         DateHeader.Update(DateTimeOffset.UtcNow);
+        IdleTrim.OnTick();
         var now = Environment.TickCount64;
         Http1ServerConnection[] snapshot;
         int count;
