@@ -8,9 +8,10 @@ using System.Net;
 namespace Portico.Server;
 
 /// <summary>
-/// Portico's own HTTP/1.1 server, as a Kestrel connection middleware: Kestrel keeps the sockets, TLS, connection
-/// limits and HTTP/2; the HTTP/1.1 requests of a connection are parsed and answered here, straight from and into the
-/// connection's pipes, without Kestrel's per-request machinery. A request this server does not take (a body, an
+/// Portico's own HTTP/1.1 server. On cleartext listeners it runs on Portico's own accept path (<see cref="FastListener"/>,
+/// straight on the sockets); on TLS listeners as a Kestrel connection middleware after TLS, on the connection's pipes.
+/// Either way Kestrel keeps HTTP/2 and whatever this server hands over, and the HTTP/1.1 requests it takes are parsed
+/// and answered here without Kestrel's per-request machinery. A request this server does not take (a body, an
 /// upgrade, <c>Expect</c>, anything malformed or unusual: see <see cref="RequestHeadParser"/>) is left unread, and the
 /// connection goes on in Kestrel's HTTP/1.1 implementation from that request on, which serves or refuses it as it
 /// always did. So the two answer every request the same way, and the fast path only has to be right for what it takes.
