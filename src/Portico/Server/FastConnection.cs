@@ -57,8 +57,14 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     /// <summary>Portico's HTTP/1.1 server while it serves this connection (for shutdown and the close watch).</summary>
     internal Http1ServerConnection? Server { get; set; }
 
-    /// <summary>Accepted while the listener was unbinding: one request, then close.</summary>
-    public bool CloseRequestedEarly { get; set; }
+    /// <summary>Accepted while the listener was unbinding, or asked to close before its first request: one request, then close.</summary>
+    public bool CloseRequestedEarly
+    {
+        get => Volatile.Read(ref _closeRequestedEarly);
+        set => Volatile.Write(ref _closeRequestedEarly, value);
+    }
+
+    private bool _closeRequestedEarly;
 
     /// <summary>True once the listener's hooks accepted the connection.</summary>
     public bool Opened { get; set; }
@@ -426,16 +432,17 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     }
 
     /// <summary>
-    /// The server is stopping: Portico's HTTP/1.1 server finishes the request in progress and closes; a connection it
-    /// has not started on yet (no request so far) is closed now.
+    /// The server is stopping: Portico's HTTP/1.1 server finishes the request in progress and closes; a connection with
+    /// no request so far is served its first one and closed (or aborted when the drain time runs out).
     /// </summary>
     public void RequestClose()
     {
-        if (Server is { } server)
-        {
-            server.OnCloseRequested();
-            return;
-        }
+        // A connection accepted a moment ago has a request on its way: it is served, with Connection: close (a reset
+        // would fail a client that did nothing wrong). The flag is published before Server is read, and the server
+        // publishes itself before reading the flag, so one of the two sees the other.
+        CloseRequestedEarly = true;
+        Interlocked.MemoryBarrier();
+        Server?.OnCloseRequested();
         try
         {
             _closeRequestedSource?.Cancel();
@@ -443,7 +450,6 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         catch (ObjectDisposedException)
         {
         }
-        Abort(new ConnectionAbortedException("the server is stopping"));
     }
 
     // ---- IFeatureCollection: this object for the connection features, a small list for the rest ----

@@ -56,6 +56,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
             // Portico's own accept path: cleartext, and shutdown comes through FastConnection.RequestClose.
             _fast = fast;
             fast.Server = this;
+            Interlocked.MemoryBarrier();
             _closeRequested = fast.CloseRequestedEarly;
         }
         else
@@ -338,6 +339,11 @@ internal sealed partial class Http1ServerConnection : IDisposable
     internal void OnCloseRequested()
     {
         _closeRequested = true;
+        if (_fast is { CloseRequestedEarly: true } && RequestCount == 0)
+        {
+            // No request yet on the own accept path: the first one is on its way; it is served, then the connection closes.
+            return;
+        }
         if (_waiting == 1)
         {
             _input.CancelPendingRead();
