@@ -8,7 +8,7 @@ namespace Portico.IntegrationTests.Http;
 /// <summary>
 /// The own accept path of cleartext listeners (src/Portico/Server/FastListener.cs): reads and writes straight on the
 /// socket, nothing reading it while a request runs, a request head larger than one read buffer, the switch back to
-/// Kestrel's transport (PORTICO_HTTP1_SERVER=middleware), each on the real gateway.
+/// Kestrel's transport (the default; PORTICO_HTTP1_SERVER=accept turns the own path on), each on the real gateway.
 /// </summary>
 public sealed class FastAcceptTests
 {
@@ -30,7 +30,7 @@ public sealed class FastAcceptTests
               - path: "/*"
                 upstream: main
             """;
-        return (await GatewayProcess.StartAsync(yaml, port, env), port);
+        return (await GatewayProcess.StartAsync(yaml, port, env ?? new Dictionary<string, string> { ["PORTICO_HTTP1_SERVER"] = "accept" }), port);
     }
 
     /// <summary>
@@ -108,12 +108,12 @@ public sealed class FastAcceptTests
 
     /// <summary>The start-up line says which accept path serves; "middleware" puts the own server back on Kestrel's transport.</summary>
     [Theory]
-    [InlineData(null, "own accept path")]
-    [InlineData("middleware", "on Kestrel's transport")]
+    [InlineData("accept", "own accept path")]
+    [InlineData("", "on Kestrel's transport")]
     public async Task AcceptPath_ReportedAndServes(string? mode, string expected)
     {
         await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync(c.Request.ContentLength is { } n ? "body " + n : "ok"));
-        var env = mode is null ? null : new Dictionary<string, string> { ["PORTICO_HTTP1_SERVER"] = mode };
+        var env = new Dictionary<string, string> { ["PORTICO_HTTP1_SERVER"] = mode };
         var (gateway, port) = await StartAsync(upstream.Port, env);
         await using var _ = gateway;
         for (var i = 0; i < 50 && !gateway.Output.Contains("HTTP/1.1 server", StringComparison.Ordinal); i++)
