@@ -110,7 +110,7 @@ public sealed class FastAcceptTests
     [Theory]
     [InlineData("accept", "own accept path")]
     [InlineData("", "on Kestrel's transport")]
-    public async Task AcceptPath_ReportedAndServes(string? mode, string expected)
+    public async Task AcceptPath_ReportedAndServes(string mode, string expected)
     {
         await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync(c.Request.ContentLength is { } n ? "body " + n : "ok"));
         var env = new Dictionary<string, string> { ["PORTICO_HTTP1_SERVER"] = mode };
