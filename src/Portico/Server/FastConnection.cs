@@ -52,8 +52,6 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         _id = Interlocked.Increment(ref _lastId);
     }
 
-    public Socket Socket => _socket;
-
     /// <summary>Portico's HTTP/1.1 server while it serves this connection (for shutdown and the close watch).</summary>
     internal Http1ServerConnection? Server { get; set; }
 
@@ -71,9 +69,6 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
 
     /// <summary>True once the connection is in Kestrel's hands (it disposes it).</summary>
     public bool HandedToKestrel { get; set; }
-
-    /// <summary>True once the connection runs on pipes (handed to Kestrel).</summary>
-    public bool Piped => _pipes is not null;
 
     /// <summary>True when someone looked features up by type or set one (H2cPriorKnowledge, Kestrel).</summary>
     public bool HasExtraFeatures => _extraFeatures is { Count: > 0 };

@@ -33,9 +33,6 @@ internal static class IdleTrim
     private static long _allocatedAtTrim;
     private static int _quietTicks;
 
-    /// <summary>How many trims ran (for tests and the log).</summary>
-    public static int Trims { get; private set; }
-
     /// <summary>Called by the heartbeat, on its timer thread, once a second.</summary>
     public static void OnTick()
     {
@@ -50,7 +47,6 @@ internal static class IdleTrim
         {
             _allocatedAtTrim = allocated;
             GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-            Trims++;
         }
     }
 }
