@@ -594,13 +594,15 @@ public sealed partial class PorticoHost : IAsyncDisposable
         // away (close 1001 at a frame boundary) and give the close handshake up to 5 s of the drain window.
         var handshake = TimeSpan.FromSeconds(Math.Min(5, Math.Max(0, timeout.TotalSeconds)));
         var stops = new List<Task> { _service.Tunnels.CloseAllAsync(handshake) };
+        // Our descriptors close first: each listening socket then lives only on the listener's own descriptor and ends
+        // the moment that listener stops accepting (new connections are refused), unless a new process took the sockets
+        // over. Closed after the listeners, a socket would go on completing handshakes nobody accepts, and every
+        // client in that queue would be reset when it closed, its request already sent (the SIGTERM-under-load test).
+        _sockets.Dispose();
         foreach (var server in _listeners.Values)
         {
             stops.Add(server.StopAsync(_hardStop.Token));
         }
-        // Kestrel has closed its descriptors; closing ours ends the listening sockets (new connections are refused)
-        // unless a new process took them over, which keeps them open.
-        _sockets.Dispose();
         lock (_retiring)
         {
             stops.AddRange(_retiring);

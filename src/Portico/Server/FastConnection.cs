@@ -55,7 +55,7 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     /// <summary>Portico's HTTP/1.1 server while it serves this connection (for shutdown and the close watch).</summary>
     internal Http1ServerConnection? Server { get; set; }
 
-    /// <summary>Accepted while the listener was unbinding, or asked to close before its first request: one request, then close.</summary>
+    /// <summary>Accepted while the listener was unbinding, or asked to close before the server started: the server starts closing (<see cref="Http1ServerConnection.CloseGraceMs"/>).</summary>
     public bool CloseRequestedEarly
     {
         get => Volatile.Read(ref _closeRequestedEarly);
@@ -427,8 +427,8 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     }
 
     /// <summary>
-    /// The server is stopping: Portico's HTTP/1.1 server finishes the request in progress and closes; a connection with
-    /// no request so far is served its first one and closed (or aborted when the drain time runs out).
+    /// The server is stopping: Portico's HTTP/1.1 server finishes the request in progress and closes; an idle connection
+    /// still serves a request that arrives within <see cref="Http1ServerConnection.CloseGraceMs"/>, then closes.
     /// </summary>
     public void RequestClose()
     {

@@ -40,6 +40,8 @@ internal sealed partial class Http1ServerConnection : IDisposable
     /// <summary>What the current deadline guards: 1 waiting for a request, 2 a request head under way.</summary>
     private volatile int _waiting;
     private volatile bool _closeRequested;
+    /// <summary>When the close was requested (<see cref="Environment.TickCount64"/>), for <see cref="CloseGraceMs"/>.</summary>
+    private long _closeRequestedAt;
     private volatile bool _timedOut;
     internal int HeartbeatSlot = -1;
 
@@ -57,7 +59,10 @@ internal sealed partial class Http1ServerConnection : IDisposable
             _fast = fast;
             fast.Server = this;
             Interlocked.MemoryBarrier();
-            _closeRequested = fast.CloseRequestedEarly;
+            if (fast.CloseRequestedEarly)
+            {
+                OnCloseRequested();
+            }
         }
         else
         {
@@ -121,11 +126,9 @@ internal sealed partial class Http1ServerConnection : IDisposable
             while (true)
             {
                 // :: wait for a request head
+                // A close request (shutdown, reload) does not cut this wait: the heartbeat ends it after CloseGraceMs,
+                // so a request already on its way is served (with Connection: close) instead of meeting a reset.
                 SetDeadline(limits.KeepAliveTimeout, waiting: 1);
-                if (_closeRequested && !(RequestCount == 0 && _fast is { CloseRequestedEarly: true }))
-                {
-                    return false;
-                }
                 ReadResult result;
                 ReadOnlySequence<byte> buffer;
                 long headLength;
@@ -133,9 +136,10 @@ internal sealed partial class Http1ServerConnection : IDisposable
                 {
                     result = await _input.ReadAsync();
                     buffer = result.Buffer;
-                    if (result.IsCanceled)
+                    headLength = FindHeadEnd(buffer);
+                    if (result.IsCanceled && _timedOut)
                     {
-                        if (_timedOut)
+                        if (headLength < 0)
                         {
                             if (!buffer.IsEmpty)
                             {
@@ -143,12 +147,9 @@ internal sealed partial class Http1ServerConnection : IDisposable
                             }
                             return false;
                         }
-                        if (_closeRequested && buffer.IsEmpty)
-                        {
-                            return false;
-                        }
+                        // The whole head arrived as the wait ran out: it is served.
+                        _timedOut = false;
                     }
-                    headLength = FindHeadEnd(buffer);
                     if (headLength > 0)
                     {
                         break;
@@ -232,7 +233,9 @@ internal sealed partial class Http1ServerConnection : IDisposable
                     {
                         Abort("the response was shorter than its Content-Length");
                     }
-                    keepAlive = complete && context.KeepAlive && !_closeRequested && !Closed.IsCancellationRequested;
+                    // A close requested after the head went out with keep-alive: the client may reuse the connection at
+                    // once, so it stays for the grace and that request is answered with Connection: close.
+                    keepAlive = complete && context.KeepAlive && !Closed.IsCancellationRequested;
                 }
                 Volatile.Write(ref _requestStart, 0);
                 if (context.HasOnCompleted)
@@ -260,7 +263,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
         }
         finally
         {
-            if (_fast is not null && _closeRequested && RequestCount > 0)
+            if (_fast is not null && _closeRequested)
             {
                 // Closed by the server between requests: the client may be sending its next one right now.
                 _fast.LingerOnClose = true;
@@ -317,7 +320,8 @@ internal sealed partial class Http1ServerConnection : IDisposable
     internal void OnHeartbeat(long now)
     {
         var deadline = Volatile.Read(ref _deadline);
-        if (deadline != 0 && now >= deadline && _waiting != 0)
+        if ((deadline != 0 && now >= deadline && _waiting != 0)
+            || (_closeRequested && _waiting == 1 && now - Volatile.Read(ref _closeRequestedAt) >= CloseGraceMs))
         {
             _timedOut = true;
             _input.CancelPendingRead();
@@ -336,18 +340,23 @@ internal sealed partial class Http1ServerConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// How long a connection asked to close (shutdown, reload) still waits for a request when it has none in progress
+    /// (HAProxy's idle-close-on-response, for a second): a client that reuses a keep-alive connection, or one that
+    /// connected a moment ago, has its request served with Connection: close instead of a reset it could not retry.
+    /// The heartbeat checks it once a second, so the wait is one to two seconds.
+    /// </summary>
+    internal const long CloseGraceMs = 1000;
+
+    /// <summary>
+    /// The server is stopping: the request in progress is finished and answered with Connection: close when its head has
+    /// not gone out yet; an idle connection is closed by the heartbeat after <see cref="CloseGraceMs"/> unless a request
+    /// arrives first, which is served the same way.
+    /// </summary>
     internal void OnCloseRequested()
     {
+        Volatile.Write(ref _closeRequestedAt, Environment.TickCount64);
         _closeRequested = true;
-        if (_fast is { CloseRequestedEarly: true } && RequestCount == 0)
-        {
-            // No request yet on the own accept path: the first one is on its way; it is served, then the connection closes.
-            return;
-        }
-        if (_waiting == 1)
-        {
-            _input.CancelPendingRead();
-        }
     }
 
     private void SetDeadline(TimeSpan timeout, int waiting)

@@ -162,7 +162,7 @@ public sealed class ShutdownTests
                 }
                 catch (Exception e)
                 {
-                    lost.Enqueue(e.GetType().Name + ": " + e.Message);
+                    lost.Enqueue(e.ToString());
                     return;
                 }
             }
@@ -180,6 +180,63 @@ public sealed class ShutdownTests
         Assert.True(ok > okAtSignal, "no request completed after SIGTERM (the in-flight ones must)");
         Assert.True(exited && gateway.ExitCode == 0, $"exited={exited}:\n{gateway.Output}");
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"exit took {clock.Elapsed}");
+    }
+
+    /// <summary>
+    /// A keep-alive connection the client reuses right after SIGTERM is not cut under its request: the request is served
+    /// with Connection: close (closing idle connections at once reset such a client, and its request failed instead of
+    /// being retried). An idle connection that sends nothing closes within the grace, and the process exits 0 without
+    /// waiting for the keep-alive timeout. Both HTTP/1.1 server placements.
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData("accept")]
+    public async Task Sigterm_KeepAliveConnectionReusedRightAfter_ServedWithConnectionClose(string mode)
+    {
+        await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync("ok"));
+        var port = Ports.GetFree();
+        var yaml = $"""
+            server:
+              bind_address: "127.0.0.1:{port}"
+              graceful_timeout_seconds: 10
+            admin:
+              enabled: false
+            upstreams:
+              backend:
+                health_check: {"{"}enabled: false{"}"}
+                servers: ["{upstream.Address}"]
+            """;
+        var env = new Dictionary<string, string> { ["PORTICO_LOG"] = "info,Portico.AccessLog=warn" };
+        if (mode.Length > 0)
+        {
+            env["PORTICO_HTTP1_SERVER"] = mode;
+        }
+        await using var gateway = await GatewayProcess.StartAsync(yaml, port, env);
+        const string request = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        await using var reused = await RawHttpConnection.ConnectAsync(port);
+        await using var idle = await RawHttpConnection.ConnectAsync(port);
+        foreach (var connection in new[] { reused, idle })
+        {
+            Assert.True(await connection.SendAsync(request));
+            var first = await connection.ReadResponseAsync();
+            Assert.Equal(200, first?.Status);
+            Assert.Null(first!.Header("Connection"));
+        }
+
+        var clock = Stopwatch.StartNew();
+        gateway.Signal(GatewayProcess.SIGTERM);
+        await Task.Delay(300);
+        Assert.True(await reused.SendAsync(request), "the connection was closed under the client 300 ms after SIGTERM");
+        var second = await reused.ReadResponseAsync();
+        Assert.True(second is not null, "the reused connection was closed instead of serving its request:\n" + gateway.Output);
+        Assert.Equal(200, second.Status);
+        Assert.Equal("ok", Encoding.ASCII.GetString(second.Body));
+        Assert.Equal("close", second.Header("Connection"));
+        Assert.True(await reused.IsClosedByServerAsync(TimeSpan.FromSeconds(5)), "not closed after Connection: close");
+        Assert.True(await idle.IsClosedByServerAsync(TimeSpan.FromSeconds(5)), "the idle connection was not closed within 5 s of SIGTERM");
+        Assert.True(await gateway.WaitForExitAsync(TimeSpan.FromSeconds(8)), gateway.Output);
+        Assert.True(gateway.ExitCode == 0, $"exit code {gateway.ExitCode}:\n{gateway.Output}");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(6), $"exit took {clock.Elapsed} (the keep-alive timeout is not a drain)");
     }
 
     /// <summary>
