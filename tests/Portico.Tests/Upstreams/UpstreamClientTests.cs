@@ -69,24 +69,31 @@ public sealed class UpstreamClientTests
         var fillers = new List<Socket>();
         try
         {
-            for (var i = 0; i < 3; i++)
+            // A loopback connect to a queue with room completes in well under a second even on a loaded machine, so a
+            // filler still pending after one is the sign the queue is full (a shorter wait once mistook a slow
+            // machine for a full queue: the client then connected, and its request waited for an answer forever).
+            var full = false;
+            for (var i = 0; i < 8 && !full; i++)
             {
                 var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
                 fillers.Add(filler);
-                using var quick = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+                using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(1));
                 try
                 {
                     await filler.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), quick.Token);
                 }
                 catch (OperationCanceledException)
                 {
-                    break;   // the queue is full
+                    full = true;
                 }
             }
+            Assert.True(full, "the accept queue did not fill");
             using var client = new UpstreamClient(new UpstreamClientOptions { ConnectTimeout = TimeSpan.FromMilliseconds(300) });
             var clock = Stopwatch.StartNew();
 
-            var error = await Record.ExceptionAsync(() => GetAsync(client, port));
+            // Bounded: if the connect timeout did not apply, this fails instead of hanging the run.
+            using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            var error = await Record.ExceptionAsync(() => GetAsync(client, port, bound.Token));
 
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed}");
             // The two shapes HttpForwarder.ClassifySendFailure maps to ConnectTimeout.
