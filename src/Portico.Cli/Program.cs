@@ -78,6 +78,9 @@ internal static class Program
         return 0;
     }
 
+    /// <summary>SIGTERM/SIGINT handlers that only cancel the default action, for the process's last moments.</summary>
+    private static PosixSignalRegistration[]? LateSignals;
+
     private static async Task<int> RunAsync(string path, bool upgrade, string[] args)
     {
         PorticoHost? host;
@@ -95,9 +98,13 @@ internal static class Program
             return 1;
         }
         // The host handles SIGTERM/SIGINT while it runs; these keep a late signal (one that arrives while the host is
-        // being disposed, e.g. an operator's SIGTERM racing an upgrade's drain) from ending the process with 143.
-        using var lateTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => context.Cancel = true);
-        using var lateInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => context.Cancel = true);
+        // being disposed or the process is exiting, e.g. an operator's SIGTERM racing an upgrade's drain) from ending
+        // the process with 143. Held until the process ends: disposed at the end of this method, they left a window
+        // before the exit in which the signal's default action still won.
+        LateSignals ??= [
+            PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => context.Cancel = true),
+            PosixSignalRegistration.Create(PosixSignal.SIGINT, context => context.Cancel = true),
+        ];
         await using (host)
         {
             try

@@ -127,6 +127,9 @@ public sealed partial class GatewayProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Sends a signal unless the process is gone already (false then).</summary>
+    public bool TrySignal(int signal) => Kill(_process.Id, signal) == 0;
+
     public const int SIGHUP = 1;
     public const int SIGTERM = 15;
 
