@@ -295,7 +295,7 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     public Task SwitchToPipes(MemoryPool<byte> pool, long maxReadBuffer)
     {
         // As Kestrel's socket transport: the application side (Kestrel's HTTP) runs where the socket completed when
-        // inline completions are on; reads pause at Limits.MaxRequestBufferSize, writes at 64 KiB.
+        // inline completions are on; reads pause at the transport's MaxReadBufferSize (0: never), writes at 64 KiB.
         var appScheduler = Hosting.SocketEngine.Inline ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
         var input = new Pipe(new PipeOptions(pool, readerScheduler: appScheduler, writerScheduler: PipeScheduler.Inline,
             pauseWriterThreshold: maxReadBuffer, resumeWriterThreshold: maxReadBuffer / 2, useSynchronizationContext: false));

@@ -27,7 +27,7 @@ public sealed class ConnectionHooks(Func<ConnectionContext, bool> opened, Action
     {
         if (!Opened(connection))
         {
-            connection.Abort(new ConnectionAbortedException("refused"));
+            connection.Abort(new ConnectionAbortedException("refused: server.max_connections reached"));
             return;
         }
         try
@@ -106,12 +106,14 @@ internal sealed partial class FastListener : IConnectionListener
     private TaskCompletionSource? _drained;
     private volatile bool _unbound;
 
-    private FastListener(Socket listenSocket, FastEndPoint endpoint, ILogger logger)
+    private FastListener(Socket listenSocket, FastEndPoint endpoint, SocketTransportOptions options, ILogger logger)
     {
         _listenSocket = listenSocket;
         _logger = logger;
         _endpoint = endpoint;
-        _maxReadBuffer = 1024 * 1024;
+        // As Kestrel's socket transport: the receive side of a handed-over connection pauses at MaxReadBufferSize
+        // (1 MiB by default; null = unbounded).
+        _maxReadBuffer = options.MaxReadBufferSize ?? 0;
         EndPoint = listenSocket.LocalEndPoint!;
         _acceptLoop = AcceptLoopAsync();
     }
@@ -145,7 +147,7 @@ internal sealed partial class FastListener : IConnectionListener
             }
         }
         socket.Listen(options.Backlog);
-        return new FastListener(socket, endpoint, logger);
+        return new FastListener(socket, endpoint, options, logger);
     }
 
     private async Task AcceptLoopAsync()
