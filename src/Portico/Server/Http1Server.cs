@@ -30,12 +30,11 @@ public static class Http1Server
     public static bool Enabled { get; } = !string.Equals(Environment.GetEnvironmentVariable(Variable), "kestrel", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
-    /// True when <see cref="Variable"/> is "accept": cleartext listeners accept connections on Portico's own path
-    /// (<see cref="FastListener"/>) instead of Kestrel's socket transport. Opt-in until its shutdown behaviour under
-    /// load is as reliable as the default's (a SIGTERM-under-load test lost requests in CI); by default the own server
-    /// runs as a connection middleware on Kestrel's transport, as TLS listeners always have it.
+    /// True unless <see cref="Variable"/> is "transport" (or "kestrel"): cleartext listeners accept connections on
+    /// Portico's own path (<see cref="FastListener"/>) instead of Kestrel's socket transport. "transport" keeps the own
+    /// server as a connection middleware on Kestrel's transport, as TLS listeners always have it.
     /// </summary>
-    public static bool OwnAccept { get; } = Enabled && string.Equals(Environment.GetEnvironmentVariable(Variable), "accept", StringComparison.OrdinalIgnoreCase);
+    public static bool OwnAccept { get; } = Enabled && !string.Equals(Environment.GetEnvironmentVariable(Variable), "transport", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Which server answers HTTP/1.1 requests (for the start-up log).</summary>
     public static string Mode => !Enabled ? "kestrel"

@@ -8,7 +8,7 @@ namespace Portico.IntegrationTests.Http;
 /// <summary>
 /// The own accept path of cleartext listeners (src/Portico/Server/FastListener.cs): reads and writes straight on the
 /// socket, nothing reading it while a request runs, a request head larger than one read buffer, the switch back to
-/// Kestrel's transport (the default; PORTICO_HTTP1_SERVER=accept turns the own path on), each on the real gateway.
+/// Kestrel's transport (the default; PORTICO_HTTP1_SERVER=transport keeps Kestrel's transport), each on the real gateway.
 /// </summary>
 public sealed class FastAcceptTests
 {
@@ -30,7 +30,7 @@ public sealed class FastAcceptTests
               - path: "/*"
                 upstream: main
             """;
-        return (await GatewayProcess.StartAsync(yaml, port, env ?? new Dictionary<string, string> { ["PORTICO_HTTP1_SERVER"] = "accept" }), port);
+        return (await GatewayProcess.StartAsync(yaml, port, env), port);
     }
 
     /// <summary>
@@ -106,10 +106,11 @@ public sealed class FastAcceptTests
         Assert.Equal("ok /pieces", response!.BodyText);
     }
 
-    /// <summary>The start-up line says which accept path serves; "middleware" puts the own server back on Kestrel's transport.</summary>
+    /// <summary>The start-up line says which accept path serves; "transport" puts the own server back on Kestrel's transport.</summary>
     [Theory]
+    [InlineData("", "own accept path")]
     [InlineData("accept", "own accept path")]
-    [InlineData("", "on Kestrel's transport")]
+    [InlineData("transport", "on Kestrel's transport")]
     public async Task AcceptPath_ReportedAndServes(string mode, string expected)
     {
         await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync(c.Request.ContentLength is { } n ? "body " + n : "ok"));

@@ -190,7 +190,7 @@ public sealed class ShutdownTests
     /// </summary>
     [Theory]
     [InlineData("")]
-    [InlineData("accept")]
+    [InlineData("transport")]
     public async Task Sigterm_KeepAliveConnectionReusedRightAfter_ServedWithConnectionClose(string mode)
     {
         await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync("ok"));
