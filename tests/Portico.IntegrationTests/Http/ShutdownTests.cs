@@ -122,17 +122,7 @@ public sealed class ShutdownTests
             await c.Response.WriteAsync("ok");
         });
         var port = Ports.GetFree();
-        var yaml = $"""
-            server:
-              bind_address: "127.0.0.1:{port}"
-              graceful_timeout_seconds: 10
-            admin:
-              enabled: false
-            upstreams:
-              backend:
-                health_check: {"{"}enabled: false{"}"}
-                servers: ["{upstream.Address}"]
-            """;
+        var yaml = OneUpstreamConfig(port, upstream.Address);
         await using var gateway = await GatewayProcess.StartAsync(yaml, port,
             new Dictionary<string, string> { ["PORTICO_LOG"] = "info,Portico.AccessLog=warn" });
         using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(15) };
@@ -195,17 +185,7 @@ public sealed class ShutdownTests
     {
         await using var upstream = await TestUpstream.StartAsync(c => c.Response.WriteAsync("ok"));
         var port = Ports.GetFree();
-        var yaml = $"""
-            server:
-              bind_address: "127.0.0.1:{port}"
-              graceful_timeout_seconds: 10
-            admin:
-              enabled: false
-            upstreams:
-              backend:
-                health_check: {"{"}enabled: false{"}"}
-                servers: ["{upstream.Address}"]
-            """;
+        var yaml = OneUpstreamConfig(port, upstream.Address);
         var env = new Dictionary<string, string> { ["PORTICO_LOG"] = "info,Portico.AccessLog=warn" };
         if (mode.Length > 0)
         {
@@ -238,6 +218,19 @@ public sealed class ShutdownTests
         Assert.True(gateway.ExitCode == 0, $"exit code {gateway.ExitCode}:\n{gateway.Output}");
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(6), $"exit took {clock.Elapsed} (the keep-alive timeout is not a drain)");
     }
+
+    /// <summary>One listener, no admin, one upstream without health checks, a 10 s drain.</summary>
+    private static string OneUpstreamConfig(int port, string upstreamAddress) => $"""
+        server:
+          bind_address: "127.0.0.1:{port}"
+          graceful_timeout_seconds: 10
+        admin:
+          enabled: false
+        upstreams:
+          backend:
+            health_check: {"{"}enabled: false{"}"}
+            servers: ["{upstreamAddress}"]
+        """;
 
     /// <summary>
     /// Connects repeatedly until the port refuses; returns how long that took, or null at the deadline. Polling is
