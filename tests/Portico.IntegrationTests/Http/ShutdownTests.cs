@@ -145,7 +145,9 @@ public sealed class ShutdownTests
                         lost.Enqueue($"status {(int)response.StatusCode}");
                     }
                 }
-                catch (HttpRequestException e) when (e.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused })
+                // Refused, or reset while connecting (the handshake met the listening socket closing): the request was
+                // never sent. A reset after sending comes wrapped in an IOException and counts as lost.
+                catch (HttpRequestException e) when (e.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.ConnectionReset })
                 {
                     Interlocked.Increment(ref refused);
                     return;
@@ -250,6 +252,11 @@ public sealed class ShutdownTests
             }
             catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
             {
+                return clock.Elapsed;
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
+            {
+                // The probe's handshake met the listening socket closing (its queue is reset): it stopped accepting.
                 return clock.Elapsed;
             }
             catch (OperationCanceledException)
