@@ -89,8 +89,8 @@ internal sealed class FastTransportFactory(IOptions<SocketTransportOptions> opti
 /// of objects per idle connection (measured with dotnet-gcdump, 10,000 idle connections), and every request passes
 /// through both pipes. Here an idle connection is the socket, this wrapper and the HTTP/1.1 server's state.
 /// On unbind (shutdown, a listener removed by a reload) accepting stops, every connection of this listener is asked
-/// to close (an idle one closes now, a busy one after its response), and unbinding waits for them within the
-/// caller's token, after which the rest are aborted.
+/// to close (an idle one after a grace in which a request on its way is still served, a busy one after its
+/// response), and unbinding waits for them within the caller's token, after which the rest are aborted.
 /// </remarks>
 internal sealed partial class FastListener : IConnectionListener
 {

@@ -39,8 +39,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
     private long _writeDeadline;
     /// <summary>What the current deadline guards: 1 waiting for a request, 2 a request head under way.</summary>
     private volatile int _waiting;
-    private volatile bool _closeRequested;
-    /// <summary>When the close was requested (<see cref="Environment.TickCount64"/>), for <see cref="CloseGraceMs"/>.</summary>
+    /// <summary>When a close was requested (<see cref="Environment.TickCount64"/>, at least 1), for <see cref="CloseGraceMs"/>; 0 = none.</summary>
     private long _closeRequestedAt;
     private volatile bool _timedOut;
     internal int HeartbeatSlot = -1;
@@ -87,7 +86,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
     public long RequestCount { get; private set; }
 
     /// <summary>The server is shutting down: finish the current request, then close.</summary>
-    public bool CloseRequested => _closeRequested;
+    public bool CloseRequested => Volatile.Read(ref _closeRequestedAt) != 0;
 
     public IPAddress? RemoteIpAddress => (_remote ??= _connection.RemoteEndPoint as IPEndPoint)?.Address;
 
@@ -263,7 +262,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
         }
         finally
         {
-            if (_fast is not null && _closeRequested)
+            if (_fast is not null && CloseRequested)
             {
                 // Closed by the server between requests: the client may be sending its next one right now.
                 _fast.LingerOnClose = true;
@@ -321,7 +320,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
     {
         var deadline = Volatile.Read(ref _deadline);
         if ((deadline != 0 && now >= deadline && _waiting != 0)
-            || (_closeRequested && _waiting == 1 && now - Volatile.Read(ref _closeRequestedAt) >= CloseGraceMs))
+            || (_waiting == 1 && Volatile.Read(ref _closeRequestedAt) is var closeAt and not 0 && now - closeAt >= CloseGraceMs))
         {
             _timedOut = true;
             _input.CancelPendingRead();
@@ -355,8 +354,7 @@ internal sealed partial class Http1ServerConnection : IDisposable
     /// </summary>
     internal void OnCloseRequested()
     {
-        Volatile.Write(ref _closeRequestedAt, Environment.TickCount64);
-        _closeRequested = true;
+        Volatile.Write(ref _closeRequestedAt, Math.Max(1, Environment.TickCount64));
     }
 
     private void SetDeadline(TimeSpan timeout, int waiting)
