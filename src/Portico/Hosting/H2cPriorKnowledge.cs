@@ -43,6 +43,10 @@ internal static class H2cPriorKnowledge
         }
     }
 
+    /// <summary>True when the connection's next bytes are the HTTP/2 preface (nothing is consumed).</summary>
+    public static async ValueTask<bool> StartsWithPrefaceAsync(ConnectionContext connection) =>
+        await StartsWithPrefaceAsync(connection.Transport.Input, connection.ConnectionClosed);
+
     /// <summary>True when the request arrived over cleartext HTTP/2 detected by this middleware.</summary>
     public static bool IsCleartextH2(HttpContext context) => context.Features.Get<ITlsConnectionFeature>() is CleartextH2Feature;
 

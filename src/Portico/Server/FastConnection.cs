@@ -52,6 +52,9 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         _id = Interlocked.Increment(ref _lastId);
     }
 
+    /// <summary>The connection's socket (Portico's HTTP/2 server sends on it directly).</summary>
+    internal Socket Socket => _socket;
+
     /// <summary>Portico's HTTP/1.1 server while it serves this connection (for shutdown and the close watch).</summary>
     internal Http1ServerConnection? Server { get; set; }
 

@@ -244,7 +244,14 @@ internal sealed partial class FastListener : IConnectionListener
     {
         try
         {
-            // HTTP/2 with prior knowledge starts with a preface the HTTP/1.1 parser does not take: say "h2" to Kestrel.
+            // HTTP/2 with prior knowledge starts with a preface the HTTP/1.1 parser does not take: Portico's HTTP/2
+            // server serves it (or Kestrel's, told "h2", when PORTICO_HTTP2_SERVER=kestrel).
+            if (Http2.Http2ServerConnection.Enabled && await Hosting.H2cPriorKnowledge.StartsWithPrefaceAsync(connection))
+            {
+                var http2 = new Http2.Http2ServerConnection(connection, _endpoint.App, _endpoint.Options, _endpoint.Logger);
+                await http2.RunAsync();
+                return;
+            }
             await Hosting.H2cPriorKnowledge.DetectAsync(connection);
             await HandOverAsync(connection);
         }

@@ -38,7 +38,9 @@ public static class Http1Server
 
     /// <summary>Which server answers HTTP/1.1 requests (for the start-up log).</summary>
     public static string Mode => !Enabled ? "kestrel"
-        : OwnAccept ? "portico, own accept path on cleartext listeners (Kestrel for bodies, upgrades and HTTP/2)"
+        : OwnAccept ? (Http2.Http2ServerConnection.Enabled
+            ? "portico, own accept path on cleartext listeners, h2c on Portico's HTTP/2 server (Kestrel for bodies, upgrades and TLS HTTP/2)"
+            : "portico, own accept path on cleartext listeners (Kestrel for bodies, upgrades and HTTP/2)")
         : "portico on Kestrel's transport (Kestrel for bodies, upgrades and HTTP/2)";
 
     /// <summary>Registers the own accept path with Kestrel (after <c>UseSockets</c>); it binds only <see cref="FastEndPoint"/>s.</summary>

@@ -64,6 +64,9 @@ internal sealed class RequestHeaders : IHeaderDictionary
         _head = head;
     }
 
+    /// <summary>Points the entries at <paramref name="head"/>, a copy of the old head with more after it (HTTP/2 builds its head as fields arrive).</summary>
+    internal void Reattach(ReadOnlyMemory<byte> head) => _head = head;
+
     /// <summary>Drops every reference into the head (the request is over).</summary>
     internal void Release()
     {
