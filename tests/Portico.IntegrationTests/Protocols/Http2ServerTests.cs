@@ -61,6 +61,21 @@ public sealed class Http2ServerTests : IClassFixture<Http2Tests.Fixture>
         Assert.Equal(0x88, next.Payload[0]);
     }
 
+    [Fact(Timeout = 30_000)]
+    public async Task MoreHeaderFieldsThanTheLimit_Answered431()
+    {
+        await using var client = await RawH2Client.ConnectAsync(_fixture.GatewayPort);
+        var many = new (string, string)[150];
+        for (var i = 0; i < many.Length; i++)
+        {
+            many[i] = ($"x-h{i}", "v");
+        }
+
+        await client.SendHeadersAsync(1, Request("/many", many), endStream: true);
+        var headers = await client.ReadUntilAsync(f => f.Type == FrameType.Headers && f.StreamId == 1);
+        Assert.Contains("431", Encoding.ASCII.GetString(headers.Payload));
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task RapidReset_ThousandStreamsResetAtOnce_GatewayStillServes()
     {

@@ -33,6 +33,9 @@ internal sealed class RequestHeadSink : IHpackSink
     /// <summary>Why the request is malformed, or null.</summary>
     public string? Error { get; private set; }
 
+    /// <summary>More header fields than Kestrel's <c>Limits.MaxRequestHeaderCount</c>: the request is answered 431.</summary>
+    public bool TooMany { get; private set; }
+
     /// <summary>Set by the connection for a HEADERS frame whose priority names its own stream.</summary>
     public bool SelfDependent { get; set; }
 
@@ -45,6 +48,7 @@ internal sealed class RequestHeadSink : IHpackSink
         _maxCount = maxCount;
         _cookiesLength = 0;
         Error = null;
+        TooMany = false;
     }
 
     public void OnHeader(int staticIndex, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
@@ -76,7 +80,8 @@ internal sealed class RequestHeadSink : IHpackSink
         }
         if (++_count > _maxCount)
         {
-            Error = "too many header fields";
+            // Answered 431, as Kestrel does; the rest of the block is still checked.
+            TooMany = true;
             return;
         }
         var known = RequestHeaderNames.Find(name);

@@ -550,8 +550,9 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
         _lastStreamId = id;
         var stream2 = Http2Stream.Rent();
         stream2.Initialize(this, id, _peerInitialWindow, _initialStreamWindow, _options.Limits.MaxRequestBodySize);
-        sink.Begin(stream2, trailers: false);
+        sink.Begin(stream2, trailers: false, _options.Limits.MaxRequestHeaderCount);
         var tooLarge = DecodeBlock(block, sink);
+        tooLarge |= sink.TooMany;
         if (_goAwaySent)
         {
             // After our GOAWAY: streams above its last id are not processed (RFC 9113 §6.8).
