@@ -34,6 +34,13 @@ namespace Portico.Proxy;
 internal sealed partial class HttpForwarder
 {
     private const int HeadBufferSize = 16 * 1024;
+
+    /// <summary>
+    /// The upstream response-head buffers. The shared pool keeps only a few dozen arrays of a size per core, so with
+    /// hundreds of requests in flight (h2c: 64 connections × 10 streams) nearly every request allocated and zeroed a
+    /// new 16 KiB array (3.5 % of the CPU in memset in a profile, plus the garbage). This pool keeps up to 1024.
+    /// </summary>
+    private static readonly ArrayPool<byte> HeadBuffers = ArrayPool<byte>.Create(HeadBufferSize, 1024);
     private const int MaxResponseHeadSize = 64 * 1024;
 
     /// <summary>A sized body with at least this much left is read straight into Kestrel's output pipe.</summary>
@@ -45,7 +52,7 @@ internal sealed partial class HttpForwarder
         var request = session.Request;
         var isHead = HttpMethods.IsHead(request.Method);
         var head = new RequestHeadWriter(pool.Authority);
-        var buffer = ArrayPool<byte>.Shared.Rent(HeadBufferSize);
+        var buffer = HeadBuffers.Rent(HeadBufferSize);
         byte[]? bodyBuffer = null;
         UpstreamConnection? connection = null;
         CancellationTokenRegistration closeOnCancel = default;
@@ -465,7 +472,8 @@ internal sealed partial class HttpForwarder
             closeOnCancel.Dispose();
             connection?.Dispose();
             head.Dispose();
-            ArrayPool<byte>.Shared.Return(buffer);
+            // A buffer grown past 16 KiB (Grow) is not this pool's size: it is dropped, not pooled.
+            HeadBuffers.Return(buffer);
             if (bodyBuffer is not null)
             {
                 ArrayPool<byte>.Shared.Return(bodyBuffer);
