@@ -26,7 +26,7 @@ else
     DURATION=${DURATION:-15}
     WARMUP_DOTNET=${WARMUP:-30}   # the .NET JIT (tiering, PGO) needs about 30 s to reach steady state
     WARMUP_NATIVE=${WARMUP:-5}
-    IDLE_SETTLE=${IDLE_SETTLE:-5}
+    IDLE_SETTLE=${IDLE_SETTLE:-10}   # long enough for Portico's idle trim (done 6-9 s after the last request)
     RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
 fi
 PROXIES_ARG=${PROXIES:-"nginx haproxy portico yarp"}

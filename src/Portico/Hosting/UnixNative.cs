@@ -35,6 +35,34 @@ internal static unsafe partial class UnixNative
     [LibraryImport("libc", EntryPoint = "geteuid")]
     private static partial uint GetEuid();
 
+    [LibraryImport("libc", EntryPoint = "malloc_trim")]
+    private static partial int MallocTrim(nuint pad);
+
+    private static bool _mallocTrimMissing;
+
+    /// <summary>
+    /// Gives the C heap's free pages back to the system (glibc's malloc_trim(0), which also releases free pages in the
+    /// middle of every arena): what the JIT and the runtime freed after a burst stays resident otherwise. False where
+    /// there is no such call (not Linux, or a C library without it, as musl).
+    /// </summary>
+    public static bool TryTrimNativeHeap()
+    {
+        if (!OperatingSystem.IsLinux() || _mallocTrimMissing)
+        {
+            return false;
+        }
+        try
+        {
+            MallocTrim(0);
+            return true;
+        }
+        catch (Exception ex) when (ex is EntryPointNotFoundException or DllNotFoundException)
+        {
+            _mallocTrimMissing = true;
+            return false;
+        }
+    }
+
     [StructLayout(LayoutKind.Sequential)]
     private struct IoVec
     {

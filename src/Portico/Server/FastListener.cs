@@ -103,6 +103,7 @@ internal sealed partial class FastListener : IConnectionListener
     private readonly MemoryPool<byte> _pool = MemoryPool<byte>.Shared;
     private readonly long _maxReadBuffer;
     private readonly Task _acceptLoop;
+    private Action<Http1ServerConnection, bool>? _onServerEnded;
     private TaskCompletionSource? _drained;
     private volatile bool _unbound;
 
@@ -216,7 +217,7 @@ internal sealed partial class FastListener : IConnectionListener
                 return;
             }
             connection.Opened = true;
-            var http1 = new Http1ServerConnection(connection, _endpoint.App, _endpoint.Options, _endpoint.Logger) { Ended = OnServerEnded };
+            var http1 = new Http1ServerConnection(connection, _endpoint.App, _endpoint.Options, _endpoint.Logger) { Ended = _onServerEnded ??= OnServerEnded };
             _ = http1.RunAsync();
         }
         catch (Exception ex)
