@@ -47,6 +47,22 @@ public sealed class Http2ServerTests : IClassFixture<Http2Tests.Fixture>
     }
 
     [Fact(Timeout = 30_000)]
+    public async Task ConnectionError_GoAwayNamesTheLastStreamTakenForProcessing_NotARefusedOne()
+    {
+        await using var client = await RawH2Client.ConnectAsync(_fixture.GatewayPort);
+        await client.SendHeadersAsync(1, Request("/first"), endStream: true);
+        await client.ReadUntilAsync(f => f.Type == FrameType.Headers && f.StreamId == 1);
+        await client.SendHeadersAsync(3, Request("/bad", ("X-Upper", "1")), endStream: true);
+        await client.ReadUntilAsync(f => f.Type == FrameType.RstStream && f.StreamId == 3);
+
+        await client.SendFrameAsync(FrameType.Data, 0, 1, new byte[20_000]);
+
+        var goAway = await client.ReadUntilAsync(f => f.Type == FrameType.GoAway);
+        Assert.Equal(1, BinaryPrimitives.ReadInt32BigEndian(goAway.Payload) & 0x7FFF_FFFF);
+        Assert.Equal((uint)Http2ErrorCode.FrameSizeError, BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload.AsSpan(4)));
+    }
+
+    [Fact(Timeout = 30_000)]
     public async Task HeaderListOverLimit_Answered431_ConnectionGoesOn()
     {
         await using var client = await RawH2Client.ConnectAsync(_fixture.GatewayPort);

@@ -69,6 +69,10 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
     private int _unackedConnection;
 
     private int _lastStreamId;
+    /// <summary>Highest stream id taken for processing (Gate): what the final GOAWAY announces.</summary>
+    private int _lastAcceptedStreamId;
+    /// <summary>The final GOAWAY's last stream id (Gate); streams above it are not processed.</summary>
+    private int _goAwayLastStreamId = int.MaxValue;
     private int _runningApps;
     private bool _goAwaySent;
     private long _shutdownAt;
@@ -553,7 +557,7 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
         sink.Begin(stream2, trailers: false, _options.Limits.MaxRequestHeaderCount);
         var tooLarge = DecodeBlock(block, sink);
         tooLarge |= sink.TooMany;
-        if (_goAwaySent)
+        if (id > Volatile.Read(ref _goAwayLastStreamId))
         {
             // After our GOAWAY: streams above its last id are not processed (RFC 9113 §6.8).
             stream2.Return();
@@ -592,6 +596,14 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
         stream2.CanHaveBody = !_headerEndStream;
         lock (Gate)
         {
+            if (id > _goAwayLastStreamId)
+            {
+                // The final GOAWAY went out while the block was decoded, announcing a lower last id: the client
+                // retries this request elsewhere, so it must not run here too.
+                stream2.Return();
+                return;
+            }
+            _lastAcceptedStreamId = id;
             stream2.RequestEnded = _headerEndStream;
             stream2.InTable = true;
             _streams.Add(id, stream2);
@@ -1429,7 +1441,8 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
             if (!_goAwaySent)
             {
                 _goAwaySent = true;
-                WriteGoAway(_lastStreamId, Http2ErrorCode.NoError);
+                _goAwayLastStreamId = _lastAcceptedStreamId;
+                WriteGoAway(_goAwayLastStreamId, Http2ErrorCode.NoError);
                 RequestFlushLocked();
             }
             _closing = true;
@@ -1467,7 +1480,8 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
             if (!_goAwaySent && !_outputFailed)
             {
                 _goAwaySent = true;
-                WriteGoAway(_lastStreamId, code);
+                _goAwayLastStreamId = _lastAcceptedStreamId;
+                WriteGoAway(_goAwayLastStreamId, code);
             }
             _closing = true;
             streams = [.. _streams.Values];
