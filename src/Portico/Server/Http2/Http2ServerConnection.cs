@@ -1511,10 +1511,24 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
         {
             await FlushInlineAsync();
             await _flushing;
+            // A flush scheduled on the thread pool (after an RST_STREAM, say) that had not started yet made both of the
+            // above return at once: the GOAWAY is sent only when it has run. It clears the flag once everything
+            // buffered is in the socket; a client that does not read is given up on after 5 s.
+            for (var waited = 0; waited < 5000; waited += 5)
+            {
+                lock (Gate)
+                {
+                    if (!_flushScheduled || _outputFailed)
+                    {
+                        break;
+                    }
+                }
+                await Task.Delay(5);
+            }
         }
         catch (Exception)
         {
-            // The client is gone.
+            // The client is gone (or is not reading).
         }
         // Unread bytes at close would make the kernel reset the connection, which can discard the GOAWAY.
         if (code != Http2ErrorCode.Cancel)
