@@ -42,24 +42,22 @@ internal static unsafe partial class UnixNative
 
     /// <summary>
     /// Gives the C heap's free pages back to the system (glibc's malloc_trim(0), which also releases free pages in the
-    /// middle of every arena): what the JIT and the runtime freed after a burst stays resident otherwise. False where
-    /// there is no such call (not Linux, or a C library without it, as musl).
+    /// middle of every arena): what the JIT and the runtime freed after a burst stays resident otherwise. Does nothing
+    /// where there is no such call (not Linux, or a C library without it, as musl).
     /// </summary>
-    public static bool TryTrimNativeHeap()
+    public static void TrimNativeHeap()
     {
         if (!OperatingSystem.IsLinux() || _mallocTrimMissing)
         {
-            return false;
+            return;
         }
         try
         {
             MallocTrim(0);
-            return true;
         }
         catch (Exception ex) when (ex is EntryPointNotFoundException or DllNotFoundException)
         {
             _mallocTrimMissing = true;
-            return false;
         }
     }
 

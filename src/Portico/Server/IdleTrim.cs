@@ -15,8 +15,8 @@ namespace Portico.Server;
 /// <remarks>
 /// Measured with 10,000 idle keep-alive connections after one request each (bench idle scenario, docs/performance.md):
 /// 6.6 KiB of RSS per connection without the trim, 4.2–4.5 KiB with the collection alone, 2.5–3.3 KiB with the
-/// JIT cache flushed too. The work runs only when nothing is being served, so it delays no request that was already there; on a
-/// 30 MB heap the collection takes a few tens of milliseconds. <c>PORTICO_IDLE_TRIM=0</c> turns it off.
+/// JIT cache flushed too. The work runs only when nothing is being served, so it delays no request that was already
+/// there; on a 30 MB heap the collection takes a few tens of milliseconds. <c>PORTICO_IDLE_TRIM=0</c> turns it off.
 /// </remarks>
 internal static class IdleTrim
 {
@@ -83,7 +83,7 @@ internal static class IdleTrim
         GC.WaitForPendingFinalizers();
         if (trimNativeHeap)
         {
-            Hosting.UnixNative.TryTrimNativeHeap();
+            Hosting.UnixNative.TrimNativeHeap();
         }
     }
 }
