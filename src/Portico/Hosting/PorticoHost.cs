@@ -177,7 +177,7 @@ public sealed partial class PorticoHost : IAsyncDisposable
             WatchConfigFile();
         }
         Log.Started(_logger, string.Join(", ", Addresses), config.Admin.Enabled ? $"{config.Admin.ListenAddress}:{config.Admin.ListenPort}" : "off",
-            handoffPath ?? "off", SocketEngine.Mode, Server.Http1Server.Mode, Upstreams.UpstreamClient.Http1Engine);
+            handoffPath ?? "off", SocketEngine.Mode, Server.Http1Server.Mode, Upstreams.UpstreamClient.Http1Engine, Server.Epoll.EpollLoop.Mode);
         SystemdNotify.Notify($"READY=1\nMAINPID={Environment.ProcessId}\nSTATUS=serving on {string.Join(", ", Addresses)}");
     }
 
@@ -842,8 +842,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}; HTTP/1.1 server {Http1Server}; upstream HTTP/1.1 client {Http1Client}")]
-        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions, string http1Server, string http1Client);
+        [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Portico listening on {Addresses}; admin on {Admin}; upgrade socket {UpgradeSocket}; socket completions {SocketCompletions}; HTTP/1.1 server {Http1Server}; upstream HTTP/1.1 client {Http1Client}; own sockets on {OwnSockets}")]
+        public static partial void Started(ILogger logger, string addresses, string admin, string upgradeSocket, string socketCompletions, string http1Server, string http1Client, string ownSockets);
 
         [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Upgrade: took over {Count} listening sockets from process {Pid}: {Keys}")]
         public static partial void Adopted(ILogger logger, int count, int pid, string keys);

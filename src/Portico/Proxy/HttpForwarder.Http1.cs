@@ -117,7 +117,7 @@ internal sealed partial class HttpForwarder
                 var malformed = false;
                 try
                 {
-                    await connection!.Socket.SendAsync(head.Written, SocketFlags.None);
+                    await connection!.SendAsync(head.Written);
                     while (true)
                     {
                         var end = filled > 0 ? ResponseHead.FindEnd(buffer.AsSpan(0, filled)) : -1;
@@ -150,7 +150,7 @@ internal sealed partial class HttpForwarder
                             }
                             buffer = Grow(buffer, filled, buffer.Length * 2);
                         }
-                        var read = await connection.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                        var read = await connection!.ReceiveAsync(buffer.AsMemory(filled));
                         if (read == 0)
                         {
                             replace = reused && filled == 0;
@@ -261,7 +261,7 @@ internal sealed partial class HttpForwarder
                                 // (Kestrel gives a segment of the size asked), one copy of each byte less.
                                 var writer = downstream.BodyWriter;
                                 var memory = writer.GetMemory((int)Math.Min(remaining, ResponseBufferSize));
-                                var direct = await connection!.Socket.ReceiveAsync(memory[..(int)Math.Min(remaining, memory.Length)], SocketFlags.None);
+                                var direct = await connection!.ReceiveAsync(memory[..(int)Math.Min(remaining, memory.Length)]);
                                 if (direct == 0)
                                 {
                                     return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false,
@@ -276,7 +276,7 @@ internal sealed partial class HttpForwarder
                             var target = remaining > buffer.Length
                                 ? bodyBuffer ??= ArrayPool<byte>.Shared.Rent((int)Math.Min(remaining, ResponseBufferSize))
                                 : buffer;
-                            var pending = connection!.Socket.ReceiveAsync(target.AsMemory(0, (int)Math.Min(remaining, target.Length)), SocketFlags.None);
+                            var pending = connection!.ReceiveAsync(target.AsMemory(0, (int)Math.Min(remaining, target.Length)));
                             var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
                             if (read == 0)
                             {
@@ -301,7 +301,7 @@ internal sealed partial class HttpForwarder
                         while (true)
                         {
                             cts.CancelAfter(readTimeout);
-                            var pending = connection!.Socket.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                            var pending = connection!.ReceiveAsync(buffer.AsMemory());
                             var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
                             if (read == 0)
                             {
@@ -328,7 +328,7 @@ internal sealed partial class HttpForwarder
                                     return ChunkError("chunk-size line too long");
                                 }
                                 cts.CancelAfter(readTimeout);
-                                var pending = connection!.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                                var pending = connection!.ReceiveAsync(buffer.AsMemory(filled));
                                 var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
                                 if (read == 0)
                                 {
@@ -355,7 +355,7 @@ internal sealed partial class HttpForwarder
                                             return ChunkError("trailer section too large");
                                         }
                                         cts.CancelAfter(readTimeout);
-                                        var read = await connection!.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                                        var read = await connection!.ReceiveAsync(buffer.AsMemory(filled));
                                         if (read == 0)
                                         {
                                             return ChunkError("upstream closed the connection inside the trailers");
@@ -383,7 +383,7 @@ internal sealed partial class HttpForwarder
                                 {
                                     pos = filled = 0;
                                     cts.CancelAfter(readTimeout);
-                                    var pending = connection!.Socket.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                                    var pending = connection!.ReceiveAsync(buffer.AsMemory());
                                     var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
                                     if (read == 0)
                                     {
@@ -403,7 +403,7 @@ internal sealed partial class HttpForwarder
                             {
                                 (pos, filled) = Compact(buffer, pos, filled);
                                 cts.CancelAfter(readTimeout);
-                                var read = await connection!.Socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+                                var read = await connection!.ReceiveAsync(buffer.AsMemory(filled));
                                 if (read == 0)
                                 {
                                     return ChunkError("upstream closed the connection after a chunk");

@@ -26,6 +26,7 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     private static readonly byte[] PeekByte = new byte[1];
 
     private readonly Socket _socket;
+    private Epoll.EpollSocket? _io;
     private readonly FastListener _listener;
     private readonly long _id;
     private SocketInput? _input;
@@ -50,10 +51,15 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         _socket = socket;
         _listener = listener;
         _id = Interlocked.Increment(ref _lastId);
+        // Portico's own event loop, where it runs (null: .NET's socket engine, as before).
+        _io = Epoll.EpollLoop.TryRegister(socket);
     }
 
     /// <summary>The connection's socket (Portico's HTTP/2 server sends on it directly).</summary>
     internal Socket Socket => _socket;
+
+    /// <summary>The socket on Portico's own event loop, or null when .NET's socket engine drives it.</summary>
+    internal Epoll.EpollSocket? Io => _io;
 
     /// <summary>Portico's HTTP/1.1 server while it serves this connection (for shutdown and the close watch).</summary>
     internal Http1ServerConnection? Server { get; set; }
@@ -98,9 +104,9 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         set => _pipes = value;
     }
 
-    PipeReader IDuplexPipe.Input => _input ??= new SocketInput(_socket);
+    PipeReader IDuplexPipe.Input => _input ??= new SocketInput(_socket, _io);
 
-    PipeWriter IDuplexPipe.Output => _output ??= new SocketOutput(_socket);
+    PipeWriter IDuplexPipe.Output => _output ??= new SocketOutput(_socket, _io);
 
     public override EndPoint? RemoteEndPoint
     {
@@ -214,6 +220,7 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
             _ = LingerAsync();
             return;
         }
+        _io?.Close();
         _socket.Dispose();
         FireClosed();
         _kestrelDone?.TrySetResult();
@@ -237,8 +244,17 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         {
             _socket.Shutdown(SocketShutdown.Send);
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-            while (await _socket.ReceiveAsync(scratch, SocketFlags.None, timeout.Token) > 0)
+            if (_io is { } io)
             {
+                while (await io.ReceiveAsync(scratch, timeout.Token) > 0)
+                {
+                }
+            }
+            else
+            {
+                while (await _socket.ReceiveAsync(scratch, SocketFlags.None, timeout.Token) > 0)
+                {
+                }
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException)
@@ -247,6 +263,7 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         finally
         {
             ArrayPool<byte>.Shared.Return(scratch);
+            _io?.Close();
             _socket.Dispose();
             FireClosed();
         }
@@ -273,10 +290,17 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     {
         try
         {
-            var n = await _socket.ReceiveAsync(PeekByte, SocketFlags.Peek);
-            if (n == 0)
+            if (_io is { } io)
             {
-                FireClosed();
+                await WatchOnLoopAsync(io);
+            }
+            else
+            {
+                var n = await _socket.ReceiveAsync(PeekByte, SocketFlags.Peek);
+                if (n == 0)
+                {
+                    FireClosed();
+                }
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
@@ -286,6 +310,36 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         finally
         {
             Volatile.Write(ref _watching, 0);
+        }
+    }
+
+    /// <summary>The watch on the own event loop: a peek at each read-side event until data or the end is there.</summary>
+    private async ValueTask WatchOnLoopAsync(Epoll.EpollSocket io)
+    {
+        while (true)
+        {
+            int n;
+            SocketError error;
+            try
+            {
+                var seen = io.ReadEvents;
+                n = io.Peek(out error);
+                if (error == SocketError.WouldBlock)
+                {
+                    await io.WaitForReadEventAsync(seen);
+                    continue;
+                }
+            }
+            catch (ObjectDisposedException) when (!ReferenceEquals(_io, io))
+            {
+                // Handed over to .NET's socket engine (SwitchToPipes), not closed.
+                return;
+            }
+            if (error != SocketError.Success || n == 0)
+            {
+                FireClosed();
+            }
+            return;
         }
     }
 
@@ -320,6 +374,11 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
             }
         }
         _output?.Complete();
+        // From here .NET's socket engine drives the socket (Kestrel's transport loops below); a close watch still
+        // waiting on the own loop ends quietly (WatchOnLoopAsync).
+        var io = _io;
+        _io = null;
+        io?.Close();
         _pipes = new DuplexPipe(input.Reader, output.Writer);
         _kestrelDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         if (_input is not { Ended: true })

@@ -16,7 +16,7 @@ namespace Portico.Server;
 /// <see cref="CancelPendingRead"/> (a timeout, a shutdown) also shuts the socket's receive side down, which is what
 /// wakes a receive that is waiting: every caller of it ends the connection next.
 /// </remarks>
-internal sealed class SocketInput(Socket socket) : PipeReader
+internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) : PipeReader
 {
     private const int MinimumBuffer = 4096;
     private byte[]? _buffer;
@@ -68,7 +68,80 @@ internal sealed class SocketInput(Socket socket) : PipeReader
         return false;
     }
 
-    private async ValueTask<ReadResult> ReceiveAsync(CancellationToken cancellationToken)
+    private ValueTask<ReadResult> ReceiveAsync(CancellationToken cancellationToken) =>
+        io is null ? ReceiveOnSocketAsync(cancellationToken) : ReceiveOnLoopAsync(io, cancellationToken);
+
+    /// <summary>
+    /// With Portico's own event loop (<see cref="Epoll.EpollSocket"/>): the socket's readiness is known, so an emptied
+    /// socket is not asked again before its next event, and no buffer is held while waiting for a request.
+    /// </summary>
+    private async ValueTask<ReadResult> ReceiveOnLoopAsync(Epoll.EpollSocket io, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (true)
+            {
+                if (_buffer is null)
+                {
+                    await io.WaitReadableAsync(cancellationToken);
+                    _buffer = ArrayPool<byte>.Shared.Rent(MinimumBuffer);
+                }
+                else if (_end == _buffer.Length)
+                {
+                    MakeRoom();
+                }
+                else if (!io.MayBeReadable)
+                {
+                    await io.WaitReadableAsync(cancellationToken);
+                }
+                var received = io.Receive(_buffer.AsSpan(_end), out var error);
+                if (error == SocketError.WouldBlock)
+                {
+                    if (_cancelRequested)
+                    {
+                        _cancelRequested = false;
+                        if (_end == _start)
+                        {
+                            ReleaseBuffer();
+                        }
+                        return Result(canceled: true);
+                    }
+                    if (_end == _start)
+                    {
+                        // Nothing buffered: wait without a buffer.
+                        ReleaseBuffer();
+                    }
+                    continue;
+                }
+                if (error != SocketError.Success)
+                {
+                    throw new SocketException((int)error);
+                }
+                if (received == 0)
+                {
+                    _ended = true;
+                }
+                _end += received;
+                _examinedAll = false;
+                if (_cancelRequested)
+                {
+                    _cancelRequested = false;
+                    return Result(canceled: true);
+                }
+                return Result(canceled: false);
+            }
+        }
+        catch (SocketException ex)
+        {
+            throw FastConnection.MapError(ex);
+        }
+        catch (ObjectDisposedException ex)
+        {
+            throw new ConnectionAbortedException("the connection was aborted", ex);
+        }
+    }
+
+    private async ValueTask<ReadResult> ReceiveOnSocketAsync(CancellationToken cancellationToken)
     {
         try
         {
@@ -216,7 +289,7 @@ internal sealed class SocketInput(Socket socket) : PipeReader
 /// pooled buffer and sends it on <see cref="FlushAsync"/>, straight from the caller (no pipe, no send loop). The buffer
 /// goes back to the pool after each flush, so an idle connection holds none.
 /// </summary>
-internal sealed class SocketOutput(Socket socket) : PipeWriter
+internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) : PipeWriter
 {
     private const int MinimumBuffer = 4096;
     private byte[]? _buffer;
@@ -281,6 +354,10 @@ internal sealed class SocketOutput(Socket socket) : PipeWriter
             Reset();
             return new ValueTask<FlushResult>(default(FlushResult));
         }
+        if (io is not null)
+        {
+            return FlushOnLoop(io, cancellationToken);
+        }
         ValueTask<int> send;
         try
         {
@@ -316,6 +393,49 @@ internal sealed class SocketOutput(Socket socket) : PipeWriter
             return new ValueTask<FlushResult>(default(FlushResult));
         }
         return AwaitSendAsync(send);
+    }
+
+    private ValueTask<FlushResult> FlushOnLoop(Epoll.EpollSocket io, CancellationToken cancellationToken)
+    {
+        ValueTask send;
+        try
+        {
+            // A send that fits the socket's buffer, the usual case, is one send(2) and completes here.
+            send = io.SendAsync(_buffer.AsMemory(0, _length), cancellationToken);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            Reset();
+            throw Map(ex);
+        }
+        if (send.IsCompletedSuccessfully)
+        {
+            Reset();
+            return new ValueTask<FlushResult>(default(FlushResult));
+        }
+        return AwaitSendOnLoopAsync(send);
+    }
+
+    private async ValueTask<FlushResult> AwaitSendOnLoopAsync(ValueTask send)
+    {
+        try
+        {
+            await send;
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            throw Map(ex);
+        }
+        finally
+        {
+            Reset();
+        }
+        if (_cancelRequested)
+        {
+            _cancelRequested = false;
+            return new FlushResult(isCanceled: true, isCompleted: false);
+        }
+        return default;
     }
 
     private async ValueTask<FlushResult> AwaitSendAsync(ValueTask<int> send)

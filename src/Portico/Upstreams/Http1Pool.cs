@@ -11,13 +11,57 @@ internal sealed class UpstreamConnection : IDisposable
     private readonly Http1Pool _pool;
     private int _disposed;
 
-    public UpstreamConnection(Socket socket, Http1Pool pool)
+    public UpstreamConnection(Socket socket, Http1Pool pool, Portico.Server.Epoll.EpollSocket? io = null)
     {
         Socket = socket;
+        Io = io;
         _pool = pool;
     }
 
     public Socket Socket { get; }
+
+    /// <summary>The socket on Portico's own event loop, or null when .NET's socket engine drives it.</summary>
+    public Portico.Server.Epoll.EpollSocket? Io { get; }
+
+    /// <summary>Receives at least one byte (0: the server closed), on the own event loop where it runs.</summary>
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer) =>
+        Io is { } io ? io.ReceiveAsync(buffer) : Socket.ReceiveAsync(buffer, SocketFlags.None);
+
+    /// <summary>Sends all of <paramref name="buffer"/>.</summary>
+    public ValueTask SendAsync(ReadOnlyMemory<byte> buffer)
+    {
+        if (Io is { } io)
+        {
+            return io.SendAsync(buffer);
+        }
+        var send = Socket.SendAsync(buffer, SocketFlags.None);
+        if (send.IsCompletedSuccessfully)
+        {
+            _ = send.Result;
+            return default;
+        }
+        return AwaitAsync(send);
+
+        static async ValueTask AwaitAsync(ValueTask<int> pending) => await pending;
+    }
+
+    /// <summary>False when the idle connection has something to read (the server closed it, or sent what it should not).</summary>
+    public bool StillOpen()
+    {
+        if (Io is { MayBeReadable: false })
+        {
+            // Emptied by the last read and no event since: nothing arrived, not even the end.
+            return true;
+        }
+        try
+        {
+            return !Socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+    }
 
     /// <summary><see cref="Environment.TickCount64"/> when the connection went back to the pool.</summary>
     public long IdleSince { get; set; }
@@ -27,6 +71,7 @@ internal sealed class UpstreamConnection : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            Io?.Close();
             Socket.Dispose();
             _pool.Release();
         }
@@ -37,6 +82,7 @@ internal sealed class UpstreamConnection : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            Io?.Close();
             Socket.Dispose();
         }
     }
@@ -209,7 +255,7 @@ internal sealed class Http1Pool : IDisposable
         {
             Interlocked.Decrement(ref _idleCount);
             var idleFor = Environment.TickCount64 - connection.IdleSince;
-            if (idleFor >= timeout || (idleFor >= ProbeAfterMs && !StillOpen(connection.Socket)))
+            if (idleFor >= timeout || (idleFor >= ProbeAfterMs && !connection.StillOpen()))
             {
                 connection.Dispose();
                 continue;
@@ -227,8 +273,8 @@ internal sealed class Http1Pool : IDisposable
     {
         try
         {
-            var socket = await _client.ConnectSocketAsync(EndPoint, cancellationToken);
-            return new UpstreamConnection(socket, this);
+            var (socket, io) = await _client.ConnectOwnAsync(EndPoint, cancellationToken);
+            return new UpstreamConnection(socket, this, io);
         }
         catch
         {
@@ -290,19 +336,6 @@ internal sealed class Http1Pool : IDisposable
         {
             Interlocked.Decrement(ref _idleCount);
             connection.Dispose();
-        }
-    }
-
-    /// <summary>An idle connection is readable only when the server closed it or sent bytes nobody asked for: either way, unusable.</summary>
-    private static bool StillOpen(Socket socket)
-    {
-        try
-        {
-            return !socket.Poll(0, SelectMode.SelectRead);
-        }
-        catch (Exception)
-        {
-            return false;
         }
     }
 }

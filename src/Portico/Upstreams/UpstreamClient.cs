@@ -126,6 +126,32 @@ public sealed class UpstreamClient : IDisposable
     /// A timeout surfaces as an <see cref="OperationCanceledException"/> wrapping a <see cref="TimeoutException"/>
     /// (as SocketsHttpHandler reports it); a refusal as the <see cref="SocketException"/>. Counted like the handler's.
     /// </summary>
+    internal async ValueTask<(Socket Socket, Server.Epoll.EpollSocket? Io)> ConnectOwnAsync(EndPoint endPoint, CancellationToken cancellationToken)
+    {
+        if (endPoint is IPEndPoint ip && Server.Epoll.EpollLoop.Enabled)
+        {
+            // On Portico's own event loop (Server/Epoll): connected without .NET's socket engine, which would
+            // otherwise watch the socket too and wake for every response.
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(Options.ConnectTimeout);
+            Server.Epoll.EpollSocket? io;
+            try
+            {
+                io = await Server.Epoll.EpollSocket.ConnectAsync(ip, timeout.Token);
+            }
+            catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException("connect timed out", new TimeoutException($"connect did not finish within {Options.ConnectTimeout.TotalMilliseconds:0} ms", ex));
+            }
+            if (io is not null)
+            {
+                ConnectionCounter?.Inc();
+                return (io.Socket, io);
+            }
+        }
+        return (await ConnectSocketAsync(endPoint, cancellationToken), null);
+    }
+
     internal async ValueTask<Socket> ConnectSocketAsync(EndPoint endPoint, CancellationToken cancellationToken)
     {
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

@@ -1351,6 +1351,11 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
                     _outLength = 0;
                 }
                 drained?.TrySetResult();
+                if (_fast.Io is { } io)
+                {
+                    await io.SendAsync(sending.AsMemory(0, length));
+                    continue;
+                }
                 var offset = 0;
                 while (offset < length)
                 {

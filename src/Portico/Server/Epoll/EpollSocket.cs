@@ -1,0 +1,474 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks.Sources;
+
+namespace Portico.Server.Epoll;
+
+/// <summary>
+/// One non-blocking socket registered with an <see cref="EpollLoop"/>: receive and send straight through libc, with the
+/// socket's readiness kept here. Each read-side event of the loop bumps <see cref="_readEvents"/>; a receive that
+/// returns less than it asked for (or EAGAIN) records the count it saw before the call as "drained". Until the count
+/// moves on, the socket has nothing to read (edge-triggered epoll reports every arrival after that), so a read waits
+/// for the loop instead of trying a receive(2) that would fail with EAGAIN. Sends are tried first and wait for a
+/// write-side event only when the socket's buffer is full.
+/// </summary>
+/// <remarks>
+/// One reader and one writer at a time, as a socket's owners use it; a second read-side waiter
+/// (<see cref="WaitForReadEventAsync"/>, the client-close watch) may wait beside the reader. <see cref="Close"/> takes
+/// the socket out of the loop and fails the waiters with <see cref="ObjectDisposedException"/>; the owner then disposes
+/// the <see cref="Socket"/>. Every call holds a reference on the socket's handle, so a close on another thread never
+/// lets a call reach a reused descriptor.
+/// </remarks>
+internal sealed class EpollSocket
+{
+    private readonly EpollLoop _loop;
+    private int _readEvents;
+    private int _drainedAt = -1;
+    private int _writeEvents;
+    private Waiter? _reader;
+    private Waiter? _watcher;
+    private Waiter? _writer;
+    private volatile bool _closed;
+    private volatile bool _ended;
+
+    internal EpollSocket(Socket socket, SafeSocketHandle handle, int fd, EpollLoop loop, int slot, uint generation)
+    {
+        Socket = socket;
+        Handle = handle;
+        Fd = fd;
+        _loop = loop;
+        Slot = slot;
+        Token = ((ulong)generation << 32) | (uint)slot;
+    }
+
+    public Socket Socket { get; }
+
+    internal SafeSocketHandle Handle { get; }
+
+    internal int Fd { get; }
+
+    internal int Slot { get; }
+
+    internal ulong Token { get; }
+
+    /// <summary>False once a read found the socket empty and no event has come since: a read now would block.</summary>
+    public bool MayBeReadable => Volatile.Read(ref _readEvents) != _drainedAt || _ended || _closed;
+
+    /// <summary>Called by the loop with the events epoll reported for this socket.</summary>
+    internal void OnEvents(uint events)
+    {
+        if ((events & (EpollNative.EpollIn | EpollNative.EpollRdHup | EpollNative.EpollHup | EpollNative.EpollErr)) != 0)
+        {
+            if ((events & (EpollNative.EpollRdHup | EpollNative.EpollHup | EpollNative.EpollErr)) != 0)
+            {
+                // Sticky: the peer's end (or an error) reaches a read after any data before it, but it raises no
+                // event of its own when it came with that data, so a short read must not make the socket look empty.
+                _ended = true;
+            }
+            Interlocked.Increment(ref _readEvents);
+            _reader?.Fire();
+            _watcher?.Fire();
+        }
+        if ((events & (EpollNative.EpollOut | EpollNative.EpollHup | EpollNative.EpollErr)) != 0)
+        {
+            Interlocked.Increment(ref _writeEvents);
+            _writer?.Fire();
+        }
+    }
+
+    // ---- reading ----
+
+    /// <summary>
+    /// One receive(2) into <paramref name="buffer"/>: the bytes read (0: the peer ended its side), or
+    /// <see cref="SocketError.WouldBlock"/> when there is nothing yet. Throws <see cref="ObjectDisposedException"/> once
+    /// the socket is closed.
+    /// </summary>
+    public int Receive(Span<byte> buffer, out SocketError error) => Receive(buffer, 0, out error);
+
+    private unsafe int Receive(Span<byte> buffer, int flags, out SocketError error)
+    {
+        ObjectDisposedException.ThrowIf(_closed, this);
+        var seen = Volatile.Read(ref _readEvents);
+        var added = false;
+        try
+        {
+            Handle.DangerousAddRef(ref added);
+            while (true)
+            {
+                nint n;
+                fixed (byte* p = &MemoryMarshal.GetReference(buffer))
+                {
+                    n = EpollNative.Recv(Fd, p, buffer.Length, flags);
+                }
+                if (n >= 0)
+                {
+                    // Less than asked: the socket is empty now, unless the peer's end follows the data (_ended).
+                    if (n > 0 && n < buffer.Length && flags == 0)
+                    {
+                        _drainedAt = seen;
+                    }
+                    else if (n == 0 && buffer.Length > 0)
+                    {
+                        _ended = true;
+                    }
+                    error = SocketError.Success;
+                    return (int)n;
+                }
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == EpollNative.EIntr)
+                {
+                    continue;
+                }
+                if (errno == EpollNative.EAgain)
+                {
+                    if (flags == 0)
+                    {
+                        _drainedAt = seen;
+                    }
+                    error = SocketError.WouldBlock;
+                    return 0;
+                }
+                error = Errors.FromErrno(errno);
+                return 0;
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                Handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Receives at least one byte (0: the end), waiting for the loop when the socket is empty.</summary>
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        if (MayBeReadable)
+        {
+            var n = Receive(buffer.Span, out var error);
+            if (error == SocketError.Success)
+            {
+                return new ValueTask<int>(n);
+            }
+            if (error != SocketError.WouldBlock)
+            {
+                return ValueTask.FromException<int>(new SocketException((int)error));
+            }
+        }
+        return ReceiveSlowAsync(buffer, cancellationToken);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<int> ReceiveSlowAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            await WaitReadableAsync(cancellationToken);
+            var n = Receive(buffer.Span, out var error);
+            if (error == SocketError.Success)
+            {
+                return n;
+            }
+            if (error != SocketError.WouldBlock)
+            {
+                throw new SocketException((int)error);
+            }
+        }
+    }
+
+    /// <summary>Completes when a read may find something (at once unless the last read emptied the socket).</summary>
+    public ValueTask WaitReadableAsync(CancellationToken cancellationToken = default)
+    {
+        var drainedAt = _drainedAt;
+        if (Volatile.Read(ref _readEvents) != drainedAt || _ended || _closed)
+        {
+            return default;
+        }
+        return (_reader ??= new Waiter(this, WaiterKind.Read)).Arm(drainedAt, cancellationToken);
+    }
+
+    /// <summary>
+    /// For a second party beside the reader (the client-close watch): completes at the next read-side event after
+    /// <paramref name="seen"/> (a value of <see cref="ReadEvents"/>), or at once if there was one.
+    /// </summary>
+    public ValueTask WaitForReadEventAsync(int seen, CancellationToken cancellationToken = default)
+    {
+        if (Volatile.Read(ref _readEvents) != seen || _closed)
+        {
+            return default;
+        }
+        return (_watcher ??= new Waiter(this, WaiterKind.Watch)).Arm(seen, cancellationToken);
+    }
+
+    /// <summary>How many read-side events the loop has seen (for <see cref="WaitForReadEventAsync"/>).</summary>
+    public int ReadEvents => Volatile.Read(ref _readEvents);
+
+    /// <summary>A one-byte MSG_PEEK receive: 1 when data is waiting, 0 at the end, WouldBlock when neither.</summary>
+    public unsafe int Peek(out SocketError error)
+    {
+        byte one;
+        return Receive(new Span<byte>(&one, 1), EpollNative.MsgPeek, out error);
+    }
+
+    // ---- writing ----
+
+    /// <summary>One send(2): the bytes taken (possibly fewer than given), or <see cref="SocketError.WouldBlock"/>.</summary>
+    public unsafe int Send(ReadOnlySpan<byte> buffer, out SocketError error)
+    {
+        ObjectDisposedException.ThrowIf(_closed, this);
+        var added = false;
+        try
+        {
+            Handle.DangerousAddRef(ref added);
+            while (true)
+            {
+                nint n;
+                fixed (byte* p = &MemoryMarshal.GetReference(buffer))
+                {
+                    n = EpollNative.Send(Fd, p, buffer.Length, EpollNative.MsgNoSignal);
+                }
+                if (n >= 0)
+                {
+                    error = SocketError.Success;
+                    return (int)n;
+                }
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == EpollNative.EIntr)
+                {
+                    continue;
+                }
+                error = errno == EpollNative.EAgain ? SocketError.WouldBlock : Errors.FromErrno(errno);
+                return 0;
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                Handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Sends all of <paramref name="buffer"/>, waiting for room when the socket's buffer is full.</summary>
+    public ValueTask SendAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        var seen = Volatile.Read(ref _writeEvents);
+        var sent = Send(buffer.Span, out var error);
+        if (error == SocketError.Success && sent == buffer.Length)
+        {
+            return default;
+        }
+        if (error is not (SocketError.Success or SocketError.WouldBlock))
+        {
+            return ValueTask.FromException(new SocketException((int)error));
+        }
+        return SendSlowAsync(buffer[sent..], seen, cancellationToken);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendSlowAsync(ReadOnlyMemory<byte> rest, int seen, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            await WaitWritableAsync(seen, cancellationToken);
+            seen = Volatile.Read(ref _writeEvents);
+            var sent = Send(rest.Span, out var error);
+            if (error is not (SocketError.Success or SocketError.WouldBlock))
+            {
+                throw new SocketException((int)error);
+            }
+            rest = rest[sent..];
+            if (rest.IsEmpty)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Completes at the next write-side event after <paramref name="seen"/> (a value read before the send that found no room).</summary>
+    private ValueTask WaitWritableAsync(int seen, CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _writeEvents) != seen || _closed)
+        {
+            return default;
+        }
+        return (_writer ??= new Waiter(this, WaiterKind.Write)).Arm(seen, cancellationToken);
+    }
+
+    // ---- connecting ----
+
+    /// <summary>
+    /// Opens a non-blocking TCP socket to <paramref name="endPoint"/> (Nagle off), registered with a loop, without
+    /// .NET's socket engine: connect(2), then the loop's first write-side event, then SO_ERROR. Null when the own loops
+    /// are off (the caller connects as before). Cancelled by <paramref name="cancellationToken"/> (the connect timeout).
+    /// </summary>
+    public static async ValueTask<EpollSocket?> ConnectAsync(IPEndPoint endPoint, CancellationToken cancellationToken, bool evenIfOff = false)
+    {
+        if (!evenIfOff && !EpollLoop.Enabled)
+        {
+            return null;
+        }
+        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
+        EpollSocket? io = null;
+        try
+        {
+            var pending = false;
+            try
+            {
+                // Non-blocking: connect(2) returns at once, EINPROGRESS while the handshake runs.
+                socket.Connect(endPoint);
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+            {
+                pending = true;
+            }
+            // Registered after connect(2): an unconnected socket reports itself hung up. If the handshake is done by
+            // now, the registration reports the socket writable at once.
+            io = EpollLoop.RegisterOnLoops(socket);
+            if (io is null)
+            {
+                socket.Dispose();
+                return null;
+            }
+            var seen = 0;
+            while (pending)
+            {
+                await io.WaitWritableAsync(seen, cancellationToken);
+                seen = Volatile.Read(ref io._writeEvents);
+                var errno = PendingError(socket);
+                if (errno != 0)
+                {
+                    throw new SocketException((int)Errors.FromErrno(errno));
+                }
+                // Writable means connected; an event from before the end of the handshake means wait on.
+                pending = !socket.Poll(0, SelectMode.SelectWrite);
+            }
+            return io;
+        }
+        catch
+        {
+            io?.Close();
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>SO_ERROR: the errno of a connect that failed, 0 when none did.</summary>
+    private static int PendingError(Socket socket)
+    {
+        Span<byte> value = stackalloc byte[4];
+        socket.GetRawSocketOption(1 /* SOL_SOCKET */, 4 /* SO_ERROR */, value);
+        return MemoryMarshal.Read<int>(value);
+    }
+
+    /// <summary>
+    /// Takes the socket out of its loop and fails whoever waits on it (<see cref="ObjectDisposedException"/>); the
+    /// owner then disposes the socket, or goes on with .NET's socket engine (a hand-over to Kestrel).
+    /// </summary>
+    public void Close()
+    {
+        if (_closed)
+        {
+            return;
+        }
+        _closed = true;
+        _loop.Unregister(this);
+        _reader?.Fire();
+        _watcher?.Fire();
+        _writer?.Fire();
+    }
+
+    private enum WaiterKind
+    {
+        Read,
+        Watch,
+        Write,
+    }
+
+    /// <summary>One party waiting for this socket's events: a reusable <see cref="IValueTaskSource"/>.</summary>
+    private sealed class Waiter(EpollSocket owner, WaiterKind kind) : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _core;
+        private int _armed;
+        private CancellationTokenRegistration _cancellation;
+
+        public ValueTask Arm(int seen, CancellationToken cancellationToken)
+        {
+            _core.Reset();
+            Interlocked.Exchange(ref _armed, 1);
+            // An event (or a close) that came between the caller's look and the arming is not missed: looked at again.
+            var now = kind == WaiterKind.Write ? Volatile.Read(ref owner._writeEvents) : Volatile.Read(ref owner._readEvents);
+            if ((now != seen || owner._closed || (kind == WaiterKind.Read && owner._ended)) && Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                return owner._closed ? ValueTask.FromException(new ObjectDisposedException(nameof(EpollSocket))) : default;
+            }
+            if (cancellationToken.CanBeCanceled)
+            {
+                _cancellation = cancellationToken.UnsafeRegister(static (state, token) => ((Waiter)state!).Cancel(token), this);
+            }
+            return new ValueTask(this, _core.Version);
+        }
+
+        /// <summary>The loop saw an event (or the socket closed): the waiter, if armed, resumes here.</summary>
+        public void Fire()
+        {
+            if (Volatile.Read(ref _armed) == 1 && Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                if (owner._closed)
+                {
+                    _core.SetException(new ObjectDisposedException(nameof(EpollSocket)));
+                }
+                else
+                {
+                    _core.SetResult(true);
+                }
+            }
+        }
+
+        private void Cancel(CancellationToken token)
+        {
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                _core.SetException(new OperationCanceledException(token));
+            }
+        }
+
+        public void GetResult(short token)
+        {
+            var registration = _cancellation;
+            _cancellation = default;
+            registration.Dispose();
+            _core.GetResult(token);
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+            => _core.OnCompleted(continuation, state, token, flags);
+    }
+
+    /// <summary>Linux errno values to <see cref="SocketError"/>, for the errors a connected TCP socket reports.</summary>
+    internal static class Errors
+    {
+        public static SocketError FromErrno(int errno) => errno switch
+        {
+            104 => SocketError.ConnectionReset,       // ECONNRESET
+            32 => SocketError.Shutdown,               // EPIPE
+            107 => SocketError.NotConnected,          // ENOTCONN
+            110 => SocketError.TimedOut,              // ETIMEDOUT
+            111 => SocketError.ConnectionRefused,     // ECONNREFUSED
+            103 => SocketError.ConnectionAborted,     // ECONNABORTED
+            113 => SocketError.HostUnreachable,       // EHOSTUNREACH
+            101 => SocketError.NetworkUnreachable,    // ENETUNREACH
+            100 => SocketError.NetworkDown,           // ENETDOWN
+            9 => SocketError.OperationAborted,        // EBADF
+            105 => SocketError.NoBufferSpaceAvailable, // ENOBUFS
+            12 => SocketError.NoBufferSpaceAvailable, // ENOMEM
+            _ => SocketError.SocketError,
+        };
+    }
+}

@@ -1,0 +1,278 @@
+using System.Net;
+using System.Net.Sockets;
+using Portico.Server.Epoll;
+
+namespace Portico.Tests.Server;
+
+/// <summary>
+/// Portico's own epoll loops (Server/Epoll) on real loopback TCP sockets: readiness kept per socket, waits that end on
+/// data, on the peer's end, on close and on cancellation, sends larger than the socket's buffer, and the non-blocking
+/// connect. Linux only (the loops do not exist elsewhere).
+/// </summary>
+public sealed class EpollSocketTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+
+    private static async Task<(EpollSocket Io, Socket Peer, Socket Listener)> PairAsync()
+    {
+        var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(16);
+        var accept = listener.AcceptAsync();
+        var io = await EpollSocket.ConnectAsync((IPEndPoint)listener.LocalEndPoint!, CancellationToken.None, evenIfOff: true);
+        Assert.NotNull(io);
+        var peer = await accept.WaitAsync(Timeout);
+        return (io!, peer, listener);
+    }
+
+    private static bool Supported => OperatingSystem.IsLinux();
+
+    [Fact]
+    public async Task ShortRead_MarksTheSocketEmpty_AndTheNextReadWaitsForTheEvent()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        peer.Send("hello"u8);
+        var buffer = new byte[64];
+        var n = await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout);
+        Assert.Equal("hello", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
+        // Five bytes into a 64-byte buffer: the socket is empty, and nothing has come since.
+        Assert.False(io.MayBeReadable);
+
+        var pending = io.ReceiveAsync(buffer).AsTask();
+        await Task.Delay(100);
+        Assert.False(pending.IsCompleted);
+        peer.Send("world"u8);
+        n = await pending.WaitAsync(Timeout);
+        Assert.Equal("world", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task FullRead_KeepsTheSocketReadable()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        peer.Send(new byte[10]);
+        var buffer = new byte[4];
+        // Wait until the bytes are there, then read exactly as many as asked: more may be waiting.
+        await io.WaitReadableAsync().AsTask().WaitAsync(Timeout);
+        var total = 0;
+        while (total < 10)
+        {
+            total += await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout);
+        }
+        Assert.Equal(10, total);
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task PeerEnd_IsZero_AndStaysZero()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        var buffer = new byte[16];
+        var pending = io.ReceiveAsync(buffer).AsTask();
+        peer.Shutdown(SocketShutdown.Send);
+        Assert.Equal(0, await pending.WaitAsync(Timeout));
+        // The end produces no further event: a second read must not wait for one.
+        Assert.Equal(0, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
+        peer.Dispose();
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task DataThenEnd_InOneEvent_ShortReadDoesNotHideTheEnd()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        // A close-delimited answer: the data and the FIN arrive together and raise one event. The short read that
+        // takes the data must not mark the socket empty, or the read of the end waits for an event that never comes.
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        peer.Send("last words"u8);
+        peer.Shutdown(SocketShutdown.Send);
+        await Task.Delay(100);
+        var buffer = new byte[64];
+        Assert.Equal(10, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
+        Assert.Equal(0, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
+        peer.Dispose();
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task Close_FailsAWaitingRead_WithObjectDisposed()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        var pending = io.ReceiveAsync(new byte[16]).AsTask();
+        await Task.Delay(50);
+        Assert.False(pending.IsCompleted);
+        io.Close();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => pending.WaitAsync(Timeout));
+        Assert.Throws<ObjectDisposedException>(() => io.Receive(new byte[1], out _));
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task Cancellation_EndsTheWait_AndTheSocketStillWorks()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        var buffer = new byte[16];
+        using (var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(100)))
+        {
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => io.ReceiveAsync(buffer, cts.Token).AsTask().WaitAsync(Timeout));
+        }
+        peer.Send("late"u8);
+        var n = await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout);
+        Assert.Equal("late", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task Shutdown_WakesAWaitingRead()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        // What a timeout does to a waiting read on the own server (SocketInput.CancelPendingRead).
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        var pending = io.ReceiveAsync(new byte[16]).AsTask();
+        await Task.Delay(50);
+        io.Socket.Shutdown(SocketShutdown.Receive);
+        Assert.Equal(0, await pending.WaitAsync(Timeout));
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task Send_LargerThanTheSocketBuffer_WaitsForRoom_AndLosesNothing()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        var payload = new byte[8 * 1024 * 1024];
+        new Random(5).NextBytes(payload);
+        var send = io.SendAsync(payload).AsTask();
+        // The peer does not read yet: the send cannot have finished (8 MiB is beyond loopback's buffers).
+        await Task.Delay(200);
+        Assert.False(send.IsCompleted);
+        var received = new byte[payload.Length];
+        var got = 0;
+        while (got < received.Length)
+        {
+            var n = await peer.ReceiveAsync(received.AsMemory(got)).AsTask().WaitAsync(Timeout);
+            Assert.True(n > 0);
+            got += n;
+        }
+        await send.WaitAsync(Timeout);
+        Assert.Equal(payload, received);
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task WatchWaiter_AndReader_BothWakeOnOneArrival()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var (io, peer, listener) = await PairAsync();
+        using var listenerScope = listener;
+        using var peerScope = peer;
+        var buffer = new byte[16];
+        peer.Send("a"u8);
+        Assert.Equal(1, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
+        var watch = io.WaitForReadEventAsync(io.ReadEvents).AsTask();
+        var read = io.ReceiveAsync(buffer).AsTask();
+        await Task.Delay(50);
+        Assert.False(watch.IsCompleted);
+        Assert.False(read.IsCompleted);
+        peer.Send("b"u8);
+        await watch.WaitAsync(Timeout);
+        Assert.Equal(1, await read.WaitAsync(Timeout));
+        io.Close();
+        io.Socket.Dispose();
+    }
+
+    [Fact]
+    public async Task Connect_ToAClosedPort_IsRefused()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        int port;
+        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            port = ((IPEndPoint)probe.LocalEndPoint!).Port;
+        }
+        var ex = await Assert.ThrowsAsync<SocketException>(() =>
+            EpollSocket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), CancellationToken.None, evenIfOff: true).AsTask().WaitAsync(Timeout));
+        Assert.Equal(SocketError.ConnectionRefused, ex.SocketErrorCode);
+    }
+
+    [Fact]
+    public async Task ManySockets_OpenedAndClosed_EventsReachOnlyTheirOwn()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        // Slots are reused with a new generation: an event queued for a closed socket must not reach its successor.
+        for (var round = 0; round < 200; round++)
+        {
+            var (io, peer, listener) = await PairAsync();
+            var buffer = new byte[8];
+            var pending = io.ReceiveAsync(buffer).AsTask();
+            peer.Send(BitConverter.GetBytes(round));
+            Assert.Equal(4, await pending.WaitAsync(Timeout));
+            Assert.Equal(round, BitConverter.ToInt32(buffer, 0));
+            peer.Dispose();
+            io.Close();
+            io.Socket.Dispose();
+            listener.Dispose();
+        }
+    }
+}
