@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Threading.Tasks.Sources;
 using Microsoft.AspNetCore.Connections;
 
 namespace Portico.Server;
@@ -16,7 +17,7 @@ namespace Portico.Server;
 /// <see cref="CancelPendingRead"/> (a timeout, a shutdown) also shuts the socket's receive side down, which is what
 /// wakes a receive that is waiting: every caller of it ends the connection next.
 /// </remarks>
-internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) : PipeReader
+internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) : PipeReader, IValueTaskSource<ReadResult>
 {
     private const int MinimumBuffer = 4096;
     private byte[]? _buffer;
@@ -68,8 +69,157 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
         return false;
     }
 
-    private ValueTask<ReadResult> ReceiveAsync(CancellationToken cancellationToken) =>
-        io is null ? ReceiveOnSocketAsync(cancellationToken) : ReceiveOnLoopAsync(io, cancellationToken);
+    private ValueTask<ReadResult> ReceiveAsync(CancellationToken cancellationToken)
+    {
+        if (io is null)
+        {
+            return ReceiveOnSocketAsync(cancellationToken);
+        }
+        return cancellationToken.CanBeCanceled ? ReceiveOnLoopAsync(io, cancellationToken) : ReadOnLoop(io);
+    }
+
+    // ---- the read on the own event loop, without an asynchronous frame ----
+
+    private static readonly Action<object?> OnReadable = static state => ((SocketInput)state!).ContinueOnLoop();
+    private ManualResetValueTaskSourceCore<ReadResult> _core;
+    private ReadResult _stepResult;
+    private Exception? _stepError;
+
+    private enum Step
+    {
+        Done,
+        Failed,
+        Wait,
+    }
+
+    /// <summary>
+    /// The usual read of the own server: done at once when the socket has data, or left with the loop, which calls
+    /// <see cref="ContinueOnLoop"/> at the socket's next event; the returned task is this reader itself, reused for
+    /// every read, so a read that waits allocates nothing.
+    /// </summary>
+    private ValueTask<ReadResult> ReadOnLoop(Epoll.EpollSocket io)
+    {
+        while (true)
+        {
+            switch (TryStep(io))
+            {
+                case Step.Done:
+                    return new ValueTask<ReadResult>(TakeResult());
+                case Step.Failed:
+                    return ValueTask.FromException<ReadResult>(TakeError());
+            }
+            _core.Reset();
+            if (io.TryCallWhenReadable(OnReadable, this))
+            {
+                return new ValueTask<ReadResult>(this, _core.Version);
+            }
+        }
+    }
+
+    private void ContinueOnLoop()
+    {
+        while (true)
+        {
+            switch (TryStep(io!))
+            {
+                case Step.Done:
+                    _core.SetResult(TakeResult());
+                    return;
+                case Step.Failed:
+                    _core.SetException(TakeError());
+                    return;
+            }
+            if (io!.TryCallWhenReadable(OnReadable, this))
+            {
+                return;
+            }
+        }
+    }
+
+    private ReadResult TakeResult()
+    {
+        var result = _stepResult;
+        _stepResult = default;
+        return result;
+    }
+
+    private Exception TakeError()
+    {
+        var error = _stepError!;
+        _stepError = null;
+        return error;
+    }
+
+    /// <summary>One receive if the socket may have data: Done (<see cref="_stepResult"/>), Failed (<see cref="_stepError"/>) or Wait.</summary>
+    private Step TryStep(Epoll.EpollSocket io)
+    {
+        try
+        {
+            if (_buffer is null)
+            {
+                if (!io.MayBeReadable)
+                {
+                    return Step.Wait;
+                }
+                _buffer = ArrayPool<byte>.Shared.Rent(MinimumBuffer);
+            }
+            else if (_end == _buffer.Length)
+            {
+                MakeRoom();
+            }
+            else if (!io.MayBeReadable)
+            {
+                return Step.Wait;
+            }
+            var received = io.Receive(_buffer.AsSpan(_end), out var error);
+            if (error == SocketError.WouldBlock)
+            {
+                if (_cancelRequested)
+                {
+                    _cancelRequested = false;
+                    if (_end == _start)
+                    {
+                        ReleaseBuffer();
+                    }
+                    _stepResult = Result(canceled: true);
+                    return Step.Done;
+                }
+                if (_end == _start)
+                {
+                    // Nothing buffered: wait without a buffer.
+                    ReleaseBuffer();
+                }
+                return Step.Wait;
+            }
+            if (error != SocketError.Success)
+            {
+                _stepError = FastConnection.MapError(new SocketException((int)error));
+                return Step.Failed;
+            }
+            if (received == 0)
+            {
+                _ended = true;
+            }
+            _end += received;
+            _examinedAll = false;
+            var canceled = _cancelRequested;
+            _cancelRequested = false;
+            _stepResult = Result(canceled);
+            return Step.Done;
+        }
+        catch (ObjectDisposedException ex)
+        {
+            _stepError = new ConnectionAbortedException("the connection was aborted", ex);
+            return Step.Failed;
+        }
+    }
+
+    ReadResult IValueTaskSource<ReadResult>.GetResult(short token) => _core.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<ReadResult>.GetStatus(short token) => _core.GetStatus(token);
+
+    void IValueTaskSource<ReadResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+        => _core.OnCompleted(continuation, state, token, flags);
 
     /// <summary>
     /// With Portico's own event loop (<see cref="Epoll.EpollSocket"/>): the socket's readiness is known, so an emptied

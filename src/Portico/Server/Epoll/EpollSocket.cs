@@ -143,40 +143,48 @@ internal sealed class EpollSocket
         }
     }
 
-    /// <summary>Receives at least one byte (0: the end), waiting for the loop when the socket is empty.</summary>
+    /// <summary>
+    /// Receives at least one byte (0: the end). When the socket is empty the receive is left with the loop, which makes
+    /// it at the next event and completes the returned task with what it got: no asynchronous frame, nothing allocated.
+    /// </summary>
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
-    {
-        if (MayBeReadable)
-        {
-            var n = Receive(buffer.Span, out var error);
-            if (error == SocketError.Success)
-            {
-                return new ValueTask<int>(n);
-            }
-            if (error != SocketError.WouldBlock)
-            {
-                return ValueTask.FromException<int>(new SocketException((int)error));
-            }
-        }
-        return ReceiveSlowAsync(buffer, cancellationToken);
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<int> ReceiveSlowAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
         while (true)
         {
-            await WaitReadableAsync(cancellationToken);
-            var n = Receive(buffer.Span, out var error);
-            if (error == SocketError.Success)
+            if (MayBeReadable)
             {
-                return n;
+                var n = Receive(buffer.Span, out var error);
+                if (error == SocketError.Success)
+                {
+                    return new ValueTask<int>(n);
+                }
+                if (error != SocketError.WouldBlock)
+                {
+                    return ValueTask.FromException<int>(new SocketException((int)error));
+                }
             }
-            if (error != SocketError.WouldBlock)
+            var waiter = _reader ??= new Waiter(this, WaiterKind.Read);
+            if (waiter.TryArmReceive(buffer, _drainedAt, cancellationToken))
             {
-                throw new SocketException((int)error);
+                return new ValueTask<int>(waiter, waiter.Version);
             }
+            // An event (or the end, or a close) came meanwhile: look again.
         }
+    }
+
+    /// <summary>
+    /// Asks the loop to call <paramref name="callback"/> once the socket may have something to read (or is closed);
+    /// false when it may have now (nothing is armed then). For a reader that keeps its own state
+    /// (<see cref="SocketInput"/>), so a read that waits needs no asynchronous frame.
+    /// </summary>
+    public bool TryCallWhenReadable(Action<object?> callback, object state)
+    {
+        var drainedAt = _drainedAt;
+        if (Volatile.Read(ref _readEvents) != drainedAt || _ended || _closed)
+        {
+            return false;
+        }
+        return (_reader ??= new Waiter(this, WaiterKind.Read)).TryArmCallback(drainedAt, callback, state);
     }
 
     /// <summary>Completes when a read may find something (at once unless the last read emptied the socket).</summary>
@@ -389,43 +397,155 @@ internal sealed class EpollSocket
         Write,
     }
 
-    /// <summary>One party waiting for this socket's events: a reusable <see cref="IValueTaskSource"/>.</summary>
-    private sealed class Waiter(EpollSocket owner, WaiterKind kind) : IValueTaskSource
+    /// <summary>
+    /// One party waiting for this socket's events, reused for every wait: a readiness wait (<see cref="IValueTaskSource"/>),
+    /// a receive the loop makes when the event comes (<see cref="IValueTaskSource{Int32}"/>), or a callback.
+    /// </summary>
+    /// <remarks>
+    /// <see cref="_armed"/> decides who completes a wait: the loop's event, a close, or a cancellation, whichever takes
+    /// it from 1 to 0 first. A cancellation registration is made before arming and disposed in GetResult (which waits
+    /// for a callback running elsewhere), so a late cancellation can never reach a later wait.
+    /// </remarks>
+    private sealed class Waiter(EpollSocket owner, WaiterKind kind) : IValueTaskSource, IValueTaskSource<int>
     {
-        private ManualResetValueTaskSourceCore<bool> _core;
+        private ManualResetValueTaskSourceCore<int> _core;
         private int _armed;
         private CancellationTokenRegistration _cancellation;
+        private Memory<byte> _receiveInto;
+        private bool _receiving;
+        private Action<object?>? _callback;
+        private object? _callbackState;
+
+        public short Version => _core.Version;
+
+        /// <summary>Something happened after <paramref name="seen"/> (an event, the peer's end, a close): no wait.</summary>
+        private bool Happened(int seen) => owner._closed
+            || (kind == WaiterKind.Write ? Volatile.Read(ref owner._writeEvents) != seen : Volatile.Read(ref owner._readEvents) != seen)
+            || (kind == WaiterKind.Read && owner._ended);
+
+        /// <summary>Arms; false when something happened since <paramref name="seen"/> and the arming was taken back.</summary>
+        private bool TryArm(int seen)
+        {
+            Interlocked.Exchange(ref _armed, 1);
+            // An event that came between the caller's look and the arming is not missed: looked at again.
+            return !Happened(seen) || Interlocked.Exchange(ref _armed, 0) == 0;
+        }
 
         public ValueTask Arm(int seen, CancellationToken cancellationToken)
         {
             _core.Reset();
-            Interlocked.Exchange(ref _armed, 1);
-            // An event (or a close) that came between the caller's look and the arming is not missed: looked at again.
-            var now = kind == WaiterKind.Write ? Volatile.Read(ref owner._writeEvents) : Volatile.Read(ref owner._readEvents);
-            if ((now != seen || owner._closed || (kind == WaiterKind.Read && owner._ended)) && Interlocked.Exchange(ref _armed, 0) == 1)
+            _receiving = false;
+            if (!Register(seen, cancellationToken))
             {
                 return owner._closed ? ValueTask.FromException(new ObjectDisposedException(nameof(EpollSocket))) : default;
-            }
-            if (cancellationToken.CanBeCanceled)
-            {
-                _cancellation = cancellationToken.UnsafeRegister(static (state, token) => ((Waiter)state!).Cancel(token), this);
             }
             return new ValueTask(this, _core.Version);
         }
 
-        /// <summary>The loop saw an event (or the socket closed): the waiter, if armed, resumes here.</summary>
+        public bool TryArmReceive(Memory<byte> buffer, int seen, CancellationToken cancellationToken)
+        {
+            _core.Reset();
+            _receiving = true;
+            _receiveInto = buffer;
+            if (!Register(seen, cancellationToken))
+            {
+                _receiveInto = default;
+                return false;
+            }
+            return true;
+        }
+
+        public bool TryArmCallback(int seen, Action<object?> callback, object state)
+        {
+            _receiving = false;
+            _callback = callback;
+            _callbackState = state;
+            if (TryArm(seen))
+            {
+                return true;
+            }
+            _callback = null;
+            _callbackState = null;
+            return false;
+        }
+
+        private bool Register(int seen, CancellationToken cancellationToken)
+        {
+            if (cancellationToken.CanBeCanceled)
+            {
+                _cancellation = cancellationToken.UnsafeRegister(static (state, token) => ((Waiter)state!).Cancel(token), this);
+            }
+            if (!TryArm(seen))
+            {
+                var registration = _cancellation;
+                _cancellation = default;
+                registration.Dispose();
+                return false;
+            }
+            if (cancellationToken.IsCancellationRequested)
+            {
+                // Cancelled before it was armed: the registration's callback found nothing to cancel.
+                Cancel(cancellationToken);
+            }
+            return true;
+        }
+
+        /// <summary>The loop saw an event (or the socket closed): the wait, if armed, completes here.</summary>
         public void Fire()
         {
-            if (Volatile.Read(ref _armed) == 1 && Interlocked.Exchange(ref _armed, 0) == 1)
+            while (Volatile.Read(ref _armed) == 1 && Interlocked.Exchange(ref _armed, 0) == 1)
             {
+                if (_callback is { } callback)
+                {
+                    var state = _callbackState;
+                    _callback = null;
+                    _callbackState = null;
+                    callback(state);
+                    return;
+                }
                 if (owner._closed)
                 {
+                    _receiveInto = default;
                     _core.SetException(new ObjectDisposedException(nameof(EpollSocket)));
+                    return;
+                }
+                if (!_receiving)
+                {
+                    _core.SetResult(0);
+                    return;
+                }
+                int n;
+                SocketError error;
+                try
+                {
+                    n = owner.Receive(_receiveInto.Span, out error);
+                }
+                catch (Exception ex)
+                {
+                    _receiveInto = default;
+                    _core.SetException(ex);
+                    return;
+                }
+                if (error == SocketError.WouldBlock)
+                {
+                    // The bytes went to an earlier read: wait for the next event (or take it, if it came already).
+                    if (TryArm(owner._drainedAt))
+                    {
+                        return;
+                    }
+                    Interlocked.Exchange(ref _armed, 1);
+                    continue;
+                }
+                _receiveInto = default;
+                if (error == SocketError.Success)
+                {
+                    _core.SetResult(n);
                 }
                 else
                 {
-                    _core.SetResult(true);
+                    _core.SetException(new SocketException((int)error));
                 }
+                return;
             }
         }
 
@@ -433,17 +553,22 @@ internal sealed class EpollSocket
         {
             if (Interlocked.Exchange(ref _armed, 0) == 1)
             {
+                _receiveInto = default;
                 _core.SetException(new OperationCanceledException(token));
             }
         }
 
-        public void GetResult(short token)
+        private int Finish(short token)
         {
             var registration = _cancellation;
             _cancellation = default;
             registration.Dispose();
-            _core.GetResult(token);
+            return _core.GetResult(token);
         }
+
+        void IValueTaskSource.GetResult(short token) => Finish(token);
+
+        int IValueTaskSource<int>.GetResult(short token) => Finish(token);
 
         public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
