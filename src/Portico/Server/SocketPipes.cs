@@ -227,67 +227,23 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
     /// </summary>
     private async ValueTask<ReadResult> ReceiveOnLoopAsync(Epoll.EpollSocket io, CancellationToken cancellationToken)
     {
-        try
+        while (true)
         {
-            while (true)
+            switch (TryStep(io))
             {
-                if (_buffer is null)
-                {
-                    await io.WaitReadableAsync(cancellationToken);
-                    _buffer = ArrayPool<byte>.Shared.Rent(MinimumBuffer);
-                }
-                else if (_end == _buffer.Length)
-                {
-                    MakeRoom();
-                }
-                else if (!io.MayBeReadable)
-                {
-                    await io.WaitReadableAsync(cancellationToken);
-                }
-                var received = io.Receive(_buffer.AsSpan(_end), out var error);
-                if (error == SocketError.WouldBlock)
-                {
-                    if (_cancelRequested)
-                    {
-                        _cancelRequested = false;
-                        if (_end == _start)
-                        {
-                            ReleaseBuffer();
-                        }
-                        return Result(canceled: true);
-                    }
-                    if (_end == _start)
-                    {
-                        // Nothing buffered: wait without a buffer.
-                        ReleaseBuffer();
-                    }
-                    continue;
-                }
-                if (error != SocketError.Success)
-                {
-                    throw new SocketException((int)error);
-                }
-                if (received == 0)
-                {
-                    _ended = true;
-                }
-                _end += received;
-                _examinedAll = false;
-                if (_cancelRequested)
-                {
-                    _cancelRequested = false;
-                    return Result(canceled: true);
-                }
-                return Result(canceled: false);
+                case Step.Done:
+                    return TakeResult();
+                case Step.Failed:
+                    throw TakeError();
             }
-        }
-        catch (SocketException ex)
-        {
-            throw FastConnection.MapError(ex);
-        }
-        catch (ObjectDisposedException ex)
-        {
-            throw new ConnectionAbortedException("the connection was aborted", ex);
+            try
+            {
+                await io.WaitReadableAsync(cancellationToken);
+            }
+            catch (ObjectDisposedException)
+            {
+                // Closed while waiting: the next step's receive reports it (as a ConnectionAbortedException).
+            }
         }
     }
 
