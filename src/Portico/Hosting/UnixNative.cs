@@ -29,9 +29,6 @@ internal static unsafe partial class UnixNative
     [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
     private static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
 
-    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
-    private static partial int EpollCtl(int epfd, int op, int fd, void* events);
-
     [LibraryImport("libc", EntryPoint = "geteuid")]
     private static partial uint GetEuid();
 
@@ -110,7 +107,8 @@ internal static unsafe partial class UnixNative
             }
             if (target == "anon_inode:[eventpoll]" && int.TryParse(Path.GetFileName(entry), out var epfd))
             {
-                EpollCtl(epfd, 2, fd, null);
+                var none = default(Server.Epoll.EpollNative.EpollEvent);
+                Server.Epoll.EpollNative.Ctl(epfd, Server.Epoll.EpollNative.EpollCtlDel, fd, ref none);
             }
         }
     }

@@ -498,7 +498,8 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
             Reset();
             return new ValueTask<FlushResult>(default(FlushResult));
         }
-        return AwaitSendAsync(send);
+        // Only when the socket's buffer was full (without the own loops): a task for the rest of the send.
+        return AwaitSendAsync(new ValueTask(send.AsTask()));
     }
 
     private ValueTask<FlushResult> FlushOnLoop(Epoll.EpollSocket io, CancellationToken cancellationToken)
@@ -519,32 +520,10 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
             Reset();
             return new ValueTask<FlushResult>(default(FlushResult));
         }
-        return AwaitSendOnLoopAsync(send);
+        return AwaitSendAsync(send);
     }
 
-    private async ValueTask<FlushResult> AwaitSendOnLoopAsync(ValueTask send)
-    {
-        try
-        {
-            await send;
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            throw Map(ex);
-        }
-        finally
-        {
-            Reset();
-        }
-        if (_cancelRequested)
-        {
-            _cancelRequested = false;
-            return new FlushResult(isCanceled: true, isCompleted: false);
-        }
-        return default;
-    }
-
-    private async ValueTask<FlushResult> AwaitSendAsync(ValueTask<int> send)
+    private async ValueTask<FlushResult> AwaitSendAsync(ValueTask send)
     {
         try
         {
