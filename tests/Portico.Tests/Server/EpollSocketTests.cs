@@ -13,7 +13,23 @@ public sealed class EpollSocketTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
 
-    private static async Task<(EpollSocket Io, Socket Peer, Socket Listener)> PairAsync()
+    /// <summary>An own-loop socket connected to a plain peer socket; disposing closes all three.</summary>
+    private sealed class Pair(EpollSocket io, Socket peer, Socket listener) : IDisposable
+    {
+        public EpollSocket Io { get; } = io;
+
+        public Socket Peer { get; } = peer;
+
+        public void Dispose()
+        {
+            Io.Close();
+            Io.Socket.Dispose();
+            Peer.Dispose();
+            listener.Dispose();
+        }
+    }
+
+    private static async Task<Pair> PairAsync()
     {
         var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -22,7 +38,7 @@ public sealed class EpollSocketTests
         var io = await EpollSocket.ConnectAsync((IPEndPoint)listener.LocalEndPoint!, CancellationToken.None, evenIfOff: true);
         Assert.NotNull(io);
         var peer = await accept.WaitAsync(Timeout);
-        return (io!, peer, listener);
+        return new Pair(io!, peer, listener);
     }
 
     private static bool Supported => OperatingSystem.IsLinux();
@@ -34,9 +50,8 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         peer.Send("hello"u8);
         var buffer = new byte[64];
         var n = await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout);
@@ -50,8 +65,6 @@ public sealed class EpollSocketTests
         peer.Send("world"u8);
         n = await pending.WaitAsync(Timeout);
         Assert.Equal("world", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -61,9 +74,8 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         peer.Send(new byte[10]);
         var buffer = new byte[4];
         // Wait until the bytes are there, then read exactly as many as asked: more may be waiting.
@@ -74,8 +86,6 @@ public sealed class EpollSocketTests
             total += await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout);
         }
         Assert.Equal(10, total);
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -85,17 +95,14 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         var buffer = new byte[16];
         var pending = io.ReceiveAsync(buffer).AsTask();
         peer.Shutdown(SocketShutdown.Send);
         Assert.Equal(0, await pending.WaitAsync(Timeout));
         // The end produces no further event: a second read must not wait for one.
         Assert.Equal(0, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
-        peer.Dispose();
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -107,17 +114,14 @@ public sealed class EpollSocketTests
         }
         // A close-delimited answer: the data and the FIN arrive together and raise one event. The short read that
         // takes the data must not mark the socket empty, or the read of the end waits for an event that never comes.
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         peer.Send("last words"u8);
         peer.Shutdown(SocketShutdown.Send);
         await Task.Delay(100);
         var buffer = new byte[64];
         Assert.Equal(10, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
         Assert.Equal(0, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
-        peer.Dispose();
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -127,16 +131,14 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         var pending = io.ReceiveAsync(new byte[16]).AsTask();
         await Task.Delay(50);
         Assert.False(pending.IsCompleted);
         io.Close();
         await Assert.ThrowsAsync<ObjectDisposedException>(() => pending.WaitAsync(Timeout));
         Assert.Throws<ObjectDisposedException>(() => io.Receive(new byte[1], out _));
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -146,9 +148,8 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         var buffer = new byte[16];
         using (var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(100)))
         {
@@ -157,8 +158,6 @@ public sealed class EpollSocketTests
         peer.Send("late"u8);
         var n = await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout);
         Assert.Equal("late", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -169,15 +168,12 @@ public sealed class EpollSocketTests
             return;
         }
         // What a timeout does to a waiting read on the own server (SocketInput.CancelPendingRead).
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         var pending = io.ReceiveAsync(new byte[16]).AsTask();
         await Task.Delay(50);
         io.Socket.Shutdown(SocketShutdown.Receive);
         Assert.Equal(0, await pending.WaitAsync(Timeout));
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -187,9 +183,8 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         var payload = new byte[8 * 1024 * 1024];
         new Random(5).NextBytes(payload);
         var send = io.SendAsync(payload).AsTask();
@@ -206,8 +201,6 @@ public sealed class EpollSocketTests
         }
         await send.WaitAsync(Timeout);
         Assert.Equal(payload, received);
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -217,9 +210,8 @@ public sealed class EpollSocketTests
         {
             return;
         }
-        var (io, peer, listener) = await PairAsync();
-        using var listenerScope = listener;
-        using var peerScope = peer;
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
         var buffer = new byte[16];
         peer.Send("a"u8);
         Assert.Equal(1, await io.ReceiveAsync(buffer).AsTask().WaitAsync(Timeout));
@@ -231,8 +223,6 @@ public sealed class EpollSocketTests
         peer.Send("b"u8);
         await watch.WaitAsync(Timeout);
         Assert.Equal(1, await read.WaitAsync(Timeout));
-        io.Close();
-        io.Socket.Dispose();
     }
 
     [Fact]
@@ -263,16 +253,12 @@ public sealed class EpollSocketTests
         // Slots are reused with a new generation: an event queued for a closed socket must not reach its successor.
         for (var round = 0; round < 200; round++)
         {
-            var (io, peer, listener) = await PairAsync();
+            using var pair = await PairAsync();
             var buffer = new byte[8];
-            var pending = io.ReceiveAsync(buffer).AsTask();
-            peer.Send(BitConverter.GetBytes(round));
+            var pending = pair.Io.ReceiveAsync(buffer).AsTask();
+            pair.Peer.Send(BitConverter.GetBytes(round));
             Assert.Equal(4, await pending.WaitAsync(Timeout));
             Assert.Equal(round, BitConverter.ToInt32(buffer, 0));
-            peer.Dispose();
-            io.Close();
-            io.Socket.Dispose();
-            listener.Dispose();
         }
     }
 }
