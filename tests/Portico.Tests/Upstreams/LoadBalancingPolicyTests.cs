@@ -153,12 +153,11 @@ public sealed class LoadBalancingPolicyTests
             policy.Select((ulong)i, servers[0]);
         }
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 10_000; i++)
+        var n = 0UL;
+        AllocationAssert.Zero(() =>
         {
-            policy.Select((ulong)i * 0x9E3779B97F4A7C15UL, (i & 1) == 0 ? null : servers[0]);
-        }
-
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+            policy.Select(n * 0x9E3779B97F4A7C15UL, (n & 1) == 0 ? null : servers[0]);
+            n++;
+        });
     }
 }
