@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
 using Portico.Proxy.Http1;
+using Portico.Threading;
 using Portico.Upstreams;
 
 namespace Portico.Proxy;
@@ -46,7 +47,7 @@ internal sealed partial class HttpForwarder
     /// <summary>A sized body with at least this much left is read straight into Kestrel's output pipe.</summary>
     private const int DirectReadThreshold = 16 * 1024;
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
     private static async ValueTask<ProxyError?> ForwardHttp1Async<TContext>(ProxySession session, Http1Pool pool, ProxyApp<TContext> app, TContext ctx, TimeSpan readTimeout, CancellationToken requestAborted)
     {
         var request = session.Request;
@@ -482,7 +483,7 @@ internal sealed partial class HttpForwarder
     }
 
     /// <summary>Writes to the client; a failure is reported as a <see cref="DownstreamFlushException"/>, so the caller blames the client side.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private static async ValueTask WriteDownstreamAsync(Stream destination, ReadOnlyMemory<byte> data, CancellationToken requestAborted)
     {
         try
@@ -496,7 +497,7 @@ internal sealed partial class HttpForwarder
     }
 
     /// <summary>Flushes what was written into the client's pipe; a failure is a <see cref="DownstreamFlushException"/>.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private static async ValueTask FlushDownstreamAsync(System.IO.Pipelines.PipeWriter writer, CancellationToken requestAborted)
     {
         System.IO.Pipelines.FlushResult result;

@@ -7,6 +7,7 @@ using System.Security.Authentication;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Primitives;
+using Portico.Threading;
 
 namespace Portico.Proxy;
 
@@ -59,7 +60,7 @@ internal sealed partial class HttpForwarder
         return ForwardAnyAsync(session, peer, app, ctx);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
     private async ValueTask<ProxyError?> ForwardAnyAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
     {
         var httpContext = session.HttpContext;
@@ -494,7 +495,7 @@ internal sealed partial class HttpForwarder
         return new ProxyError(ProxyErrorKind.Internal, ProxyErrorSource.Internal, false, "unexpected error sending upstream", ex);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
     private static async ValueTask<ProxyError?> CopyResponseBodyAsync(ProxySession session, HttpResponseMessage response, CancellationTokenSource cts, TimeSpan readTimeout, CancellationToken requestAborted)
     {
         var downstream = session.Response;
@@ -589,7 +590,7 @@ internal sealed partial class HttpForwarder
     /// <see cref="CopyResponseBodyAsync"/>), then awaits the read. A failed flush cancels the read and is reported as a
     /// <see cref="DownstreamFlushException"/>, so the caller blames the right side.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
     private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, Stream destination, CancellationToken requestAborted, CancellationTokenSource cts)
     {
         var waiting = read.AsTask();

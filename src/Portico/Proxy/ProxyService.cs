@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Portico.Observability;
+using Portico.Threading;
 
 namespace Portico.Proxy;
 
@@ -58,7 +59,7 @@ public sealed partial class ProxyService<TContext>
     /// upstream is one more frame to suspend and resume per request (measured: each costs about 1 % of the CPU per
     /// request at c64).
     /// </remarks>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask ServeAsync(HttpContext httpContext)
     {
         var session = NewSession(httpContext);

@@ -9,7 +9,7 @@ namespace Portico.Server;
 /// <summary>
 /// The read side of a <see cref="FastConnection"/>: a <see cref="PipeReader"/> straight over the socket, with no pipe,
 /// no background receive loop and no buffer while the connection is idle. A read waits with a zero-byte receive
-/// (readiness only), then rents one buffer from the shared pool and receives into it; the buffer goes back as soon as
+/// (readiness only), then rents one buffer (<see cref="ConnectionBuffers"/>) and receives into it; the buffer goes back as soon as
 /// everything in it is consumed. Made for the one reader it has (<see cref="Http1ServerConnection"/>, and
 /// <c>H2cPriorKnowledge</c> before it): one read at a time, as the <see cref="PipeReader"/> contract requires.
 /// </summary>
@@ -19,7 +19,6 @@ namespace Portico.Server;
 /// </remarks>
 internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) : PipeReader, IValueTaskSource<ReadResult>
 {
-    private const int MinimumBuffer = 4096;
     private byte[]? _buffer;
     private int _start;
     private int _end;
@@ -161,7 +160,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
                 {
                     return Step.Wait;
                 }
-                _buffer = ArrayPool<byte>.Shared.Rent(MinimumBuffer);
+                _buffer = ConnectionBuffers.Rent();
             }
             else if (_end == _buffer.Length)
             {
@@ -255,7 +254,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
             {
                 // Idle: wait for readiness without a buffer, so an idle connection holds none.
                 await socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
-                _buffer = ArrayPool<byte>.Shared.Rent(MinimumBuffer);
+                _buffer = ConnectionBuffers.Rent();
             }
             else if (_end == _buffer.Length)
             {
@@ -319,7 +318,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
         {
             var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
             Buffer.BlockCopy(buffer, 0, larger, 0, length);
-            ArrayPool<byte>.Shared.Return(buffer);
+            ConnectionBuffers.Return(buffer);
             _buffer = larger;
         }
         _start = 0;
@@ -363,7 +362,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
             _buffer = null;
             _start = _end = 0;
             _examinedAll = true;
-            ArrayPool<byte>.Shared.Return(buffer);
+            ConnectionBuffers.Return(buffer);
         }
     }
 
@@ -397,7 +396,6 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
 /// </summary>
 internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) : PipeWriter
 {
-    private const int MinimumBuffer = 4096;
     private byte[]? _buffer;
     private int _length;
     private bool _completed;
@@ -428,13 +426,13 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
         var needed = Math.Max(sizeHint, 1);
         if (_buffer is null)
         {
-            _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(needed, MinimumBuffer));
+            _buffer = ConnectionBuffers.Rent(needed);
         }
         else if (_buffer.Length - _length < needed)
         {
             var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_length + needed, _buffer.Length * 2));
             Buffer.BlockCopy(_buffer, 0, larger, 0, _length);
-            ArrayPool<byte>.Shared.Return(_buffer);
+            ConnectionBuffers.Return(_buffer);
             _buffer = larger;
         }
     }
@@ -555,7 +553,7 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
         if (_buffer is { } buffer)
         {
             _buffer = null;
-            ArrayPool<byte>.Shared.Return(buffer);
+            ConnectionBuffers.Return(buffer);
         }
     }
 
@@ -569,7 +567,7 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
         if (_buffer is { } buffer)
         {
             _buffer = null;
-            ArrayPool<byte>.Shared.Return(buffer);
+            ConnectionBuffers.Return(buffer);
         }
     }
 }

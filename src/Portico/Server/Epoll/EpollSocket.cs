@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks.Sources;
+using Portico.Threading;
 
 namespace Portico.Server.Epoll;
 
@@ -277,7 +278,7 @@ internal sealed class EpollSocket
         return SendSlowAsync(buffer[sent..], seen, cancellationToken);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask SendSlowAsync(ReadOnlyMemory<byte> rest, int seen, CancellationToken cancellationToken)
     {
         while (true)
