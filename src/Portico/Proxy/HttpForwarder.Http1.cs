@@ -34,14 +34,13 @@ namespace Portico.Proxy;
 /// </remarks>
 internal sealed partial class HttpForwarder
 {
-    private const int HeadBufferSize = 16 * 1024;
-
     /// <summary>
-    /// The upstream response-head buffers. The shared pool keeps only a few dozen arrays of a size per core, so with
-    /// hundreds of requests in flight (h2c: 64 connections × 10 streams) nearly every request allocated and zeroed a
-    /// new 16 KiB array (3.5 % of the CPU in memset in a profile, plus the garbage). This pool keeps up to 1024.
+    /// The upstream response-head buffers (16 KiB). The shared pool keeps only a few dozen arrays of a size per core, so
+    /// with hundreds of requests in flight (h2c: 64 connections × 10 streams) nearly every request allocated and
+    /// zeroed a new one (3.5 % of the CPU in memset in a profile, plus the garbage).
     /// </summary>
-    private static readonly ArrayPool<byte> HeadBuffers = ArrayPool<byte>.Create(HeadBufferSize, 1024);
+    private static readonly BufferPool HeadBuffers = BufferPool.UpstreamResponseHead;
+    private static readonly int HeadBufferSize = HeadBuffers.Size;
     private const int MaxResponseHeadSize = 64 * 1024;
 
     /// <summary>A sized body with at least this much left is read straight into Kestrel's output pipe.</summary>
@@ -53,7 +52,7 @@ internal sealed partial class HttpForwarder
         var request = session.Request;
         var isHead = HttpMethods.IsHead(request.Method);
         var head = new RequestHeadWriter(pool.Authority);
-        var buffer = HeadBuffers.Rent(HeadBufferSize);
+        var buffer = HeadBuffers.Rent();
         byte[]? bodyBuffer = null;
         UpstreamConnection? connection = null;
         CancellationTokenRegistration closeOnCancel = default;
@@ -473,7 +472,7 @@ internal sealed partial class HttpForwarder
             closeOnCancel.Dispose();
             connection?.Dispose();
             head.Dispose();
-            // A buffer grown past 16 KiB (Grow) is not this pool's size: it is dropped, not pooled.
+            // A buffer grown past 16 KiB (Grow) is not this pool's size: it goes to the shared pool.
             HeadBuffers.Return(buffer);
             if (bodyBuffer is not null)
             {
@@ -534,7 +533,7 @@ internal sealed partial class HttpForwarder
     {
         var bigger = ArrayPool<byte>.Shared.Rent(size);
         buffer.AsSpan(0, filled).CopyTo(bigger);
-        ArrayPool<byte>.Shared.Return(buffer);
+        HeadBuffers.Return(buffer);   // by its size: to this pool or the shared one
         return bigger;
     }
 
@@ -841,7 +840,7 @@ internal sealed partial class HttpForwarder
     /// </summary>
     private struct RequestHeadWriter(string authority) : IUpstreamHeaderSink, IDisposable
     {
-        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(2048);
+        private byte[] _buffer = BufferPool.UpstreamRequestHead.Rent();
         private int _length;
         private bool _hasHost;
         private bool _hasContentLength;
@@ -925,7 +924,7 @@ internal sealed partial class HttpForwarder
             Ascii("\r\n");
         }
 
-        public readonly void Dispose() => ArrayPool<byte>.Shared.Return(_buffer);
+        public readonly void Dispose() => BufferPool.UpstreamRequestHead.Return(_buffer);
 
         private void Ascii(string text)
         {
@@ -957,7 +956,7 @@ internal sealed partial class HttpForwarder
             }
             var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _length + count));
             _buffer.AsSpan(0, _length).CopyTo(bigger);
-            ArrayPool<byte>.Shared.Return(_buffer);
+            BufferPool.UpstreamRequestHead.Return(_buffer);
             _buffer = bigger;
         }
     }

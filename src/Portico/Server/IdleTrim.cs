@@ -8,7 +8,7 @@ namespace Portico.Server;
 /// apart, which on an idle process does not happen either. The heartbeat calls <see cref="OnTick"/> once a second;
 /// after <see cref="QuietSeconds"/> seconds in which the process allocated almost nothing, following at least
 /// <see cref="MinimumAllocated"/> bytes allocated since the last trim, the connections' pooled buffers are dropped
-/// (<see cref="ConnectionBuffers"/>) and one aggressive full collection compacts the heap
+/// (<see cref="Threading.BufferPool"/>) and one aggressive full collection compacts the heap
 /// and decommits what is free; the finalizer thread is then woken at that tick and twice more, 3 s apart (so the JIT's
 /// cache is flushed twice, which frees it), each of those followed by giving the C heap's free pages back to the
 /// system (malloc_trim). Usually done 6 s after the load stopped, at the latest 9 s.
@@ -61,7 +61,7 @@ internal static class IdleTrim
         {
             _allocatedAtTrim = allocated;
             _trimming = true;
-            ConnectionBuffers.Clear();   // the receive buffers a burst needed, free for the collection below
+            Threading.BufferPool.ClearAll();   // the buffers a burst needed, free for the collection below
             GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             ThreadPool.UnsafeQueueUserWorkItem(static _ => WakeFinalizer(trimNativeHeap: false), null);
         }

@@ -3,13 +3,14 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Tasks.Sources;
 using Microsoft.AspNetCore.Connections;
+using Portico.Threading;
 
 namespace Portico.Server;
 
 /// <summary>
 /// The read side of a <see cref="FastConnection"/>: a <see cref="PipeReader"/> straight over the socket, with no pipe,
 /// no background receive loop and no buffer while the connection is idle. A read waits with a zero-byte receive
-/// (readiness only), then rents one buffer (<see cref="ConnectionBuffers"/>) and receives into it; the buffer goes back as soon as
+/// (readiness only), then rents one buffer (<see cref="BufferPool.Connection"/>) and receives into it; the buffer goes back as soon as
 /// everything in it is consumed. Made for the one reader it has (<see cref="Http1ServerConnection"/>, and
 /// <c>H2cPriorKnowledge</c> before it): one read at a time, as the <see cref="PipeReader"/> contract requires.
 /// </summary>
@@ -160,7 +161,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
                 {
                     return Step.Wait;
                 }
-                _buffer = ConnectionBuffers.Rent();
+                _buffer = BufferPool.Connection.Rent();
             }
             else if (_end == _buffer.Length)
             {
@@ -254,7 +255,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
             {
                 // Idle: wait for readiness without a buffer, so an idle connection holds none.
                 await socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
-                _buffer = ConnectionBuffers.Rent();
+                _buffer = BufferPool.Connection.Rent();
             }
             else if (_end == _buffer.Length)
             {
@@ -318,7 +319,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
         {
             var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
             Buffer.BlockCopy(buffer, 0, larger, 0, length);
-            ConnectionBuffers.Return(buffer);
+            BufferPool.Connection.Return(buffer);
             _buffer = larger;
         }
         _start = 0;
@@ -362,7 +363,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
             _buffer = null;
             _start = _end = 0;
             _examinedAll = true;
-            ConnectionBuffers.Return(buffer);
+            BufferPool.Connection.Return(buffer);
         }
     }
 
@@ -426,13 +427,13 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
         var needed = Math.Max(sizeHint, 1);
         if (_buffer is null)
         {
-            _buffer = ConnectionBuffers.Rent(needed);
+            _buffer = BufferPool.Connection.Rent(needed);
         }
         else if (_buffer.Length - _length < needed)
         {
             var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_length + needed, _buffer.Length * 2));
             Buffer.BlockCopy(_buffer, 0, larger, 0, _length);
-            ConnectionBuffers.Return(_buffer);
+            BufferPool.Connection.Return(_buffer);
             _buffer = larger;
         }
     }
@@ -553,7 +554,7 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
         if (_buffer is { } buffer)
         {
             _buffer = null;
-            ConnectionBuffers.Return(buffer);
+            BufferPool.Connection.Return(buffer);
         }
     }
 
@@ -567,7 +568,7 @@ internal sealed class SocketOutput(Socket socket, Epoll.EpollSocket? io = null) 
         if (_buffer is { } buffer)
         {
             _buffer = null;
-            ConnectionBuffers.Return(buffer);
+            BufferPool.Connection.Return(buffer);
         }
     }
 }

@@ -6,8 +6,8 @@ namespace Portico.Threading;
 /// hint costs a probe and never hands out an object twice. A core whose stack is empty takes from the others' and one
 /// whose stack is full gives to them, as objects are often rented on one core (say the client's loop) and returned on
 /// another (the upstream's); beyond that an object is left to the GC. Used for the async boxes of the request path
-/// (<see cref="PooledValueTaskBuilder"/>) and the connections' receive buffers, which .NET's shared pools keep only a
-/// few dozen of (a few hundred requests in flight allocated one of each per request).
+/// (<see cref="PooledValueTaskBuilder"/>) and the request path's buffers (<see cref="BufferPool"/>), which .NET's shared
+/// pools keep only a few dozen of (a few hundred requests in flight allocated one of each per request).
 /// </summary>
 internal sealed class PerCorePool<T> where T : class
 {
