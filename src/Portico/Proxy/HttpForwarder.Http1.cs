@@ -55,9 +55,9 @@ internal sealed partial class HttpForwarder
         var buffer = HeadBuffers.Rent();
         byte[]? bodyBuffer = null;
         UpstreamConnection? connection = null;
-        CancellationTokenRegistration closeOnCancel = default;
-        using var timeout = TimeoutSource.Rent(requestAborted, readTimeout);
-        var cts = timeout.Source;
+        var timeoutMs = (long)readTimeout.TotalMilliseconds;
+        // The wait for the response head counts from here, a connect included (as for SocketsHttpHandler's requests).
+        var headDeadline = Environment.TickCount64 + timeoutMs;
         try
         {
             // :: Step 2
@@ -109,7 +109,8 @@ internal sealed partial class HttpForwarder
                         return ConnectFailure(ex, requestAborted);
                     }
                 }
-                closeOnCancel = cts.Token.UnsafeRegister(static c => ((UpstreamConnection)c!).Dispose(), connection);
+                // The watchdog closes the socket when the read timeout passes or the client goes away.
+                connection!.Watch(headDeadline, timeoutMs, requestAborted);
                 filled = 0;
                 string? failure = null;
                 Exception? failureException = null;
@@ -162,7 +163,7 @@ internal sealed partial class HttpForwarder
                 }
                 catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
                 {
-                    replace = reused && filled == 0 && !cts.IsCancellationRequested;
+                    replace = reused && filled == 0 && !connection!.Expired;
                     failureException = ex;
                     failure = "upstream connection failed";
                 }
@@ -170,9 +171,8 @@ internal sealed partial class HttpForwarder
                 {
                     break;
                 }
-                closeOnCancel.Dispose();
-                closeOnCancel = default;
-                connection!.Dispose();
+                var timedOut = connection!.TimedOut;
+                connection.Dispose();
                 connection = null;
                 if (replace)
                 {
@@ -182,7 +182,7 @@ internal sealed partial class HttpForwarder
                 }
                 return malformed
                     ? new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "invalid response from upstream: " + failure)
-                    : HeadFailure(failure, failureException, cts, requestAborted, readTimeout);
+                    : HeadFailure(failure, failureException, timedOut, requestAborted, readTimeout);
             }
             session.UpstreamHeaderTime = Stopwatch.GetElapsedTime(sendStarted);
             session.UpstreamStatus = parsed.Status;
@@ -254,7 +254,7 @@ internal sealed partial class HttpForwarder
                         }
                         while (remaining > 0)
                         {
-                            cts.CancelAfter(readTimeout);
+                            connection!.Rearm(timeoutMs);
                             if (!flushHeadersEarly && remaining >= DirectReadThreshold)
                             {
                                 // The headers are out: a large body is read straight into the client's output pipe
@@ -277,7 +277,7 @@ internal sealed partial class HttpForwarder
                                 ? bodyBuffer ??= ArrayPool<byte>.Shared.Rent((int)Math.Min(remaining, ResponseBufferSize))
                                 : buffer;
                             var pending = connection!.ReceiveAsync(target.AsMemory(0, (int)Math.Min(remaining, target.Length)));
-                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
                             if (read == 0)
                             {
                                 return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false,
@@ -300,9 +300,9 @@ internal sealed partial class HttpForwarder
                         }
                         while (true)
                         {
-                            cts.CancelAfter(readTimeout);
+                            connection!.Rearm(timeoutMs);
                             var pending = connection!.ReceiveAsync(buffer.AsMemory());
-                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
                             if (read == 0)
                             {
                                 break;
@@ -327,9 +327,9 @@ internal sealed partial class HttpForwarder
                                 {
                                     return ChunkError("chunk-size line too long");
                                 }
-                                cts.CancelAfter(readTimeout);
+                                connection!.Rearm(timeoutMs);
                                 var pending = connection!.ReceiveAsync(buffer.AsMemory(filled));
-                                var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                                var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
                                 if (read == 0)
                                 {
                                     return ChunkError("upstream closed the connection inside a chunked body");
@@ -354,7 +354,7 @@ internal sealed partial class HttpForwarder
                                         {
                                             return ChunkError("trailer section too large");
                                         }
-                                        cts.CancelAfter(readTimeout);
+                                        connection!.Rearm(timeoutMs);
                                         var read = await connection!.ReceiveAsync(buffer.AsMemory(filled));
                                         if (read == 0)
                                         {
@@ -382,9 +382,9 @@ internal sealed partial class HttpForwarder
                                 if (pos == filled)
                                 {
                                     pos = filled = 0;
-                                    cts.CancelAfter(readTimeout);
+                                    connection!.Rearm(timeoutMs);
                                     var pending = connection!.ReceiveAsync(buffer.AsMemory());
-                                    var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                                    var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
                                     if (read == 0)
                                     {
                                         return ChunkError("upstream closed the connection inside a chunk");
@@ -402,7 +402,7 @@ internal sealed partial class HttpForwarder
                             while (filled - pos < 2 && !(filled - pos == 1 && buffer[pos] == '\n'))
                             {
                                 (pos, filled) = Compact(buffer, pos, filled);
-                                cts.CancelAfter(readTimeout);
+                                connection!.Rearm(timeoutMs);
                                 var read = await connection!.ReceiveAsync(buffer.AsMemory(filled));
                                 if (read == 0)
                                 {
@@ -440,27 +440,25 @@ internal sealed partial class HttpForwarder
             }
             catch (DownstreamFlushException ex)
             {
-                return BodyError(session, ex.InnerException!, cts, requestAborted, readTimeout, upstreamSide: false);
+                return BodyError(session, ex.InnerException!, timedOut: false, requestAborted, readTimeout, upstreamSide: false);
             }
             catch (Exception ex)
             {
                 // A read from the upstream failed. A timeout shows as the closed socket's error: the source says which.
-                if (cts.IsCancellationRequested && !requestAborted.IsCancellationRequested)
+                if (connection!.TimedOut && !requestAborted.IsCancellationRequested)
                 {
                     return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
                         $"upstream stalled for {readTimeout.TotalMilliseconds:0} ms during the response body", ex);
                 }
-                return BodyError(session, ex, cts, requestAborted, readTimeout, upstreamSide: true);
+                return BodyError(session, ex, timedOut: false, requestAborted, readTimeout, upstreamSide: true);
             }
 
             if (trailers is not null)
             {
                 CopyTrailers(trailers, session.HttpContext);
             }
-            // Unhook the timeout before the connection can serve another request; if it fired meanwhile, the socket is gone.
-            closeOnCancel.Dispose();
-            closeOnCancel = default;
-            if (reusable && !cts.IsCancellationRequested)
+            // Unhook the watch before the connection can serve another request; if it fired meanwhile, the socket is gone.
+            if (connection!.EndWatch() && reusable)
             {
                 pool.Return(connection!);
                 connection = null;
@@ -469,7 +467,6 @@ internal sealed partial class HttpForwarder
         }
         finally
         {
-            closeOnCancel.Dispose();
             connection?.Dispose();
             head.Dispose();
             // A buffer grown past 16 KiB (Grow) is not this pool's size: it goes to the shared pool.
@@ -814,13 +811,13 @@ internal sealed partial class HttpForwarder
         return new ProxyError(ProxyErrorKind.ConnectRefused, ProxyErrorSource.Upstream, true, "could not connect to upstream", ex);
     }
 
-    private static ProxyError HeadFailure(string message, Exception? ex, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout)
+    private static ProxyError HeadFailure(string message, Exception? ex, bool timedOut, CancellationToken requestAborted, TimeSpan readTimeout)
     {
         if (requestAborted.IsCancellationRequested)
         {
             return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the request", ex);
         }
-        if (cts.IsCancellationRequested)
+        if (timedOut)
         {
             return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
                 $"upstream did not answer within {readTimeout.TotalMilliseconds:0} ms", ex);

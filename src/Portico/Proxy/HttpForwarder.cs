@@ -607,16 +607,36 @@ internal sealed partial class HttpForwarder
         return await waiting;
     }
 
+    /// <summary>As the other overload, for the own HTTP/1.1 client: a client failure closes the upstream connection.</summary>
+    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, Stream destination, CancellationToken requestAborted, Portico.Upstreams.UpstreamConnection connection)
+    {
+        var waiting = read.AsTask();
+        try
+        {
+            await destination.FlushAsync(requestAborted);
+        }
+        catch (Exception ex)
+        {
+            connection.Dispose();
+            await ((Task)waiting).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            throw new DownstreamFlushException(ex);
+        }
+        return await waiting;
+    }
+
     /// <summary>The client side failed while the headers were flushed early.</summary>
     private sealed class DownstreamFlushException(Exception inner) : Exception(inner.Message, inner);
 
-    private static ProxyError BodyError(ProxySession session, Exception ex, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout, bool upstreamSide)
+    private static ProxyError BodyError(ProxySession session, Exception ex, CancellationTokenSource cts, CancellationToken requestAborted, TimeSpan readTimeout, bool upstreamSide) =>
+        BodyError(session, ex, cts.IsCancellationRequested, requestAborted, readTimeout, upstreamSide);
+
+    private static ProxyError BodyError(ProxySession session, Exception ex, bool timedOut, CancellationToken requestAborted, TimeSpan readTimeout, bool upstreamSide)
     {
         if (requestAborted.IsCancellationRequested || !upstreamSide)
         {
             return new ProxyError(ProxyErrorKind.DownstreamClosed, ProxyErrorSource.Downstream, false, "client closed the connection during the response", ex);
         }
-        if (ex is OperationCanceledException && cts.IsCancellationRequested)
+        if (ex is OperationCanceledException && timedOut)
         {
             return new ProxyError(ProxyErrorKind.UpstreamTimeout, ProxyErrorSource.Upstream, false,
                 $"upstream stalled for {readTimeout.TotalMilliseconds:0} ms during the response body", ex);

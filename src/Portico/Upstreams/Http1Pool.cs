@@ -11,11 +11,86 @@ internal sealed class UpstreamConnection : IDisposable
     private readonly Http1Pool _pool;
     private int _disposed;
 
+    /// <summary>When the exchange under way times out (<see cref="Environment.TickCount64"/>); 0 = none, -1 = expired.</summary>
+    private long _deadline;
+    private CancellationToken _abort;
+    private int _expired;
+
+    /// <summary>This connection's index in <see cref="UpstreamWatchdog"/>'s set; -1 when not in it.</summary>
+    internal int WatchSlot = -1;
+
     public UpstreamConnection(Socket socket, Http1Pool pool, Portico.Server.Epoll.EpollSocket? io = null)
     {
         Socket = socket;
         Io = io;
         _pool = pool;
+        UpstreamWatchdog.Add(this);
+    }
+
+    /// <summary>True when the watchdog closed the connection because its read timeout passed.</summary>
+    public bool TimedOut => Volatile.Read(ref _expired) == ExpiredTimeout;
+
+    /// <summary>True when the watchdog closed the connection (read timeout or the client went away).</summary>
+    public bool Expired => Volatile.Read(ref _expired) != 0;
+
+    private const int ExpiredTimeout = 1;
+    private const int ExpiredAbort = 2;
+
+    /// <summary>
+    /// Starts watching an exchange: the connection is closed (ending any pending I/O) when <paramref name="requestAborted"/>
+    /// is cancelled, or at <paramref name="deadline"/> (<see cref="Environment.TickCount64"/>) unless <see cref="Rearm"/>
+    /// moved it or <see cref="EndWatch"/> ended the watch. <paramref name="timeoutMs"/> sets how often the watchdog looks.
+    /// </summary>
+    public void Watch(long deadline, long timeoutMs, CancellationToken requestAborted)
+    {
+        if (timeoutMs < UpstreamWatchdog.PeriodMs * 4L)
+        {
+            UpstreamWatchdog.NoteTimeout(timeoutMs);
+        }
+        _abort = requestAborted;
+        Volatile.Write(ref _deadline, Math.Max(deadline, 1));
+    }
+
+    /// <summary>Restarts the read timeout (before each read).</summary>
+    public void Rearm(long timeoutMs)
+    {
+        if (Volatile.Read(ref _deadline) > 0)
+        {
+            Volatile.Write(ref _deadline, Environment.TickCount64 + timeoutMs);
+        }
+    }
+
+    /// <summary>Ends the watch; false when the watchdog closed the connection (it must not be reused).</summary>
+    public bool EndWatch()
+    {
+        var deadline = Interlocked.Exchange(ref _deadline, 0);
+        _abort = default;
+        return deadline != -1 && Volatile.Read(ref _expired) == 0;
+    }
+
+    /// <summary>Called by the watchdog's scan under its lock: cheap, closes nothing.</summary>
+    internal bool IsDue(long now)
+    {
+        var deadline = Volatile.Read(ref _deadline);
+        return deadline > 0 && (now >= deadline || _abort.IsCancellationRequested);
+    }
+
+    /// <summary>Called by the watchdog outside its lock: closes the connection if it is still due.</summary>
+    internal void Expire(long now)
+    {
+        var deadline = Volatile.Read(ref _deadline);
+        if (deadline <= 0)
+        {
+            return;
+        }
+        var reason = now >= deadline ? ExpiredTimeout : _abort.IsCancellationRequested ? ExpiredAbort : 0;
+        // The exchange may have renewed its deadline or ended since the scan looked.
+        if (reason == 0 || Interlocked.CompareExchange(ref _deadline, -1, deadline) != deadline)
+        {
+            return;
+        }
+        Volatile.Write(ref _expired, reason);
+        Dispose();
     }
 
     public Socket Socket { get; }
@@ -71,6 +146,7 @@ internal sealed class UpstreamConnection : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            UpstreamWatchdog.Remove(this);
             Io?.Close();
             Socket.Dispose();
             _pool.Release();
@@ -82,6 +158,7 @@ internal sealed class UpstreamConnection : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            UpstreamWatchdog.Remove(this);
             Io?.Close();
             Socket.Dispose();
         }
