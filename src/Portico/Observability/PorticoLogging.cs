@@ -14,6 +14,9 @@ public static class PorticoLogging
     /// <summary>ASP.NET Core's per-request hosting log category.</summary>
     internal const string HostingDiagnosticsCategory = "Microsoft.AspNetCore.Hosting.Diagnostics";
 
+    /// <summary>The access log's category: written in batches by <see cref="BatchedConsoleLoggerProvider"/>.</summary>
+    internal const string AccessLogCategory = "Portico.AccessLog";
+
     public static ILoggerFactory CreateFactory(LoggingConfig config)
     {
         var spec = Environment.GetEnvironmentVariable("PORTICO_LOG");
@@ -45,7 +48,12 @@ public static class PorticoLogging
             }
             // ASP.NET's own chatter stays at warning unless asked for by category.
             builder.AddFilter("Microsoft", LogLevel.Warning);
-            if (string.Equals(config.Format, "json", StringComparison.OrdinalIgnoreCase))
+            var json = string.Equals(config.Format, "json", StringComparison.OrdinalIgnoreCase);
+            // The access log, the one category written per request, goes out in batches in the console logger's own
+            // formats; the console logger itself leaves it alone (a provider's own rule wins over PORTICO_LOG's).
+            builder.AddProvider(new BatchedConsoleLoggerProvider(AccessLogCategory, json));
+            builder.AddFilter<ConsoleLoggerProvider>(AccessLogCategory, LogLevel.None);
+            if (json)
             {
                 builder.AddJsonConsole(o =>
                 {
