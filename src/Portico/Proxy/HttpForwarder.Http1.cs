@@ -277,7 +277,7 @@ internal sealed partial class HttpForwarder
                                 ? bodyBuffer ??= ArrayPool<byte>.Shared.Rent((int)Math.Min(remaining, ResponseBufferSize))
                                 : buffer;
                             var pending = connection!.ReceiveAsync(target.AsMemory(0, (int)Math.Min(remaining, target.Length)));
-                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
+                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, CloseConnection, connection!) : pending);
                             if (read == 0)
                             {
                                 return new ProxyError(ProxyErrorKind.UpstreamProtocolError, ProxyErrorSource.Upstream, false,
@@ -302,7 +302,7 @@ internal sealed partial class HttpForwarder
                         {
                             connection!.Rearm(timeoutMs);
                             var pending = connection!.ReceiveAsync(buffer.AsMemory());
-                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
+                            var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, CloseConnection, connection!) : pending);
                             if (read == 0)
                             {
                                 break;
@@ -329,7 +329,7 @@ internal sealed partial class HttpForwarder
                                 }
                                 connection!.Rearm(timeoutMs);
                                 var pending = connection!.ReceiveAsync(buffer.AsMemory(filled));
-                                var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
+                                var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, CloseConnection, connection!) : pending);
                                 if (read == 0)
                                 {
                                     return ChunkError("upstream closed the connection inside a chunked body");
@@ -384,7 +384,7 @@ internal sealed partial class HttpForwarder
                                     pos = filled = 0;
                                     connection!.Rearm(timeoutMs);
                                     var pending = connection!.ReceiveAsync(buffer.AsMemory());
-                                    var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, connection!) : pending);
+                                    var read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, CloseConnection, connection!) : pending);
                                     if (read == 0)
                                     {
                                         return ChunkError("upstream closed the connection inside a chunk");

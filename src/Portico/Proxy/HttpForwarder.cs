@@ -539,12 +539,12 @@ internal sealed partial class HttpForwarder
                         {
                             // Zero-byte read: wait for data without holding a buffer (idle streams cost no memory).
                             var ready = source.ReadAsync(Memory<byte>.Empty, cts.Token);
-                            await (flushHeadersEarly && !ready.IsCompleted ? FlushHeadersWhileWaitingAsync(ready, destination, requestAborted, cts) : ready);
+                            await (flushHeadersEarly && !ready.IsCompleted ? FlushHeadersWhileWaitingAsync(ready, destination, requestAborted, CancelSource, cts) : ready);
                         }
                         buffer = ArrayPool<byte>.Shared.Rent(contentLength is { } length && length < ResponseBufferSize ? (int)Math.Max(length, 1) : ResponseBufferSize);
                     }
                     var pending = source.ReadAsync(buffer.AsMemory(), cts.Token);
-                    read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, cts) : pending);
+                    read = await (flushHeadersEarly && !pending.IsCompleted ? FlushHeadersWhileWaitingAsync(pending, destination, requestAborted, CancelSource, cts) : pending);
                 }
                 catch (DownstreamFlushException ex)
                 {
@@ -591,7 +591,7 @@ internal sealed partial class HttpForwarder
     /// <see cref="DownstreamFlushException"/>, so the caller blames the right side.
     /// </summary>
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
-    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, Stream destination, CancellationToken requestAborted, CancellationTokenSource cts)
+    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, Stream destination, CancellationToken requestAborted, Action<object> cancelRead, object readOwner)
     {
         var waiting = read.AsTask();
         try
@@ -600,29 +600,18 @@ internal sealed partial class HttpForwarder
         }
         catch (Exception ex)
         {
-            cts.Cancel();
+            cancelRead(readOwner);
             await ((Task)waiting).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             throw new DownstreamFlushException(ex);
         }
         return await waiting;
     }
 
-    /// <summary>As the other overload, for the own HTTP/1.1 client: a client failure closes the upstream connection.</summary>
-    private static async ValueTask<int> FlushHeadersWhileWaitingAsync(ValueTask<int> read, Stream destination, CancellationToken requestAborted, Portico.Upstreams.UpstreamConnection connection)
-    {
-        var waiting = read.AsTask();
-        try
-        {
-            await destination.FlushAsync(requestAborted);
-        }
-        catch (Exception ex)
-        {
-            connection.Dispose();
-            await ((Task)waiting).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            throw new DownstreamFlushException(ex);
-        }
-        return await waiting;
-    }
+    /// <summary>For <see cref="FlushHeadersWhileWaitingAsync"/>: SocketsHttpHandler's read ends with its request's source.</summary>
+    private static readonly Action<object> CancelSource = static cts => ((CancellationTokenSource)cts).Cancel();
+
+    /// <summary>For <see cref="FlushHeadersWhileWaitingAsync"/>: the own client's read ends when its connection closes.</summary>
+    private static readonly Action<object> CloseConnection = static connection => ((Portico.Upstreams.UpstreamConnection)connection).Dispose();
 
     /// <summary>The client side failed while the headers were flushed early.</summary>
     private sealed class DownstreamFlushException(Exception inner) : Exception(inner.Message, inner);
