@@ -16,7 +16,7 @@ namespace Portico.Server;
 /// request-header and response-rate timeouts through a shared once-a-second heartbeat (as Kestrel's). When a request is
 /// not one this server takes, the loop stops with that request unread and the connection goes to Kestrel.
 /// </summary>
-internal sealed partial class Http1ServerConnection : IDisposable
+internal sealed partial class Http1ServerConnection : IDisposable, Portico.Threading.ISlotted
 {
     private readonly ConnectionContext _connection;
     private readonly PipeReader _input;
@@ -43,6 +43,8 @@ internal sealed partial class Http1ServerConnection : IDisposable
     private long _closeRequestedAt;
     private volatile bool _timedOut;
     internal int HeartbeatSlot = -1;
+
+    int Portico.Threading.ISlotted.Slot { get => HeartbeatSlot; set => HeartbeatSlot = value; }
 
     public Http1ServerConnection(ConnectionContext connection, Func<HttpContext, ValueTask> app, KestrelServerOptions options, ILogger logger)
     {
@@ -433,58 +435,33 @@ internal sealed partial class Http1ServerConnection : IDisposable
 /// </summary>
 internal static class ConnectionHeartbeat
 {
-    private static readonly Lock Gate = new();
-    private static Http1ServerConnection?[] _connections = new Http1ServerConnection?[64];
-    private static int _count;
+    private static readonly Portico.Threading.SlotSet<Http1ServerConnection> Connections = new();
+    private static readonly Lock TimerGate = new();
     private static Timer? _timer;
 
     public static void Add(Http1ServerConnection connection)
     {
-        lock (Gate)
+        Connections.Add(connection);
+        if (_timer is null)
         {
-            if (_count == _connections.Length)
+            lock (TimerGate)
             {
-                Array.Resize(ref _connections, _connections.Length * 2);
+                _timer ??= new Timer(static _ => Tick(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
             }
-            connection.HeartbeatSlot = _count;
-            _connections[_count++] = connection;
-            _timer ??= new Timer(static _ => Tick(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         }
     }
 
-    public static void Remove(Http1ServerConnection connection)
-    {
-        lock (Gate)
-        {
-            var slot = connection.HeartbeatSlot;
-            if (slot < 0)
-            {
-                return;
-            }
-            var last = _connections[--_count]!;
-            _connections[slot] = last;
-            last.HeartbeatSlot = slot;
-            _connections[_count] = null;
-            connection.HeartbeatSlot = -1;
-        }
-    }
+    public static void Remove(Http1ServerConnection connection) => Connections.Remove(connection);
 
     private static void Tick()
     {
         DateHeader.Update(DateTimeOffset.UtcNow);
         IdleTrim.OnTick();
         var now = Environment.TickCount64;
-        Http1ServerConnection[] snapshot;
-        int count;
-        lock (Gate)
-        {
-            count = _count;
-            snapshot = ArrayPool<Http1ServerConnection>.Shared.Rent(Math.Max(count, 1));
-            Array.Copy(_connections, snapshot, count);
-        }
+        var snapshot = Connections.RentSnapshot(out var count);
         try
         {
-            // Outside the lock: a cancelled read may run the connection's loop on this thread, which may leave the set.
+            // Outside the set's lock: a cancelled read may run the connection's loop on this thread, which may leave the set.
             for (var i = 0; i < count; i++)
             {
                 snapshot[i].OnHeartbeat(now);
@@ -492,7 +469,7 @@ internal static class ConnectionHeartbeat
         }
         finally
         {
-            ArrayPool<Http1ServerConnection>.Shared.Return(snapshot, clearArray: true);
+            Portico.Threading.SlotSet<Http1ServerConnection>.ReturnSnapshot(snapshot);
         }
     }
 }

@@ -6,7 +6,7 @@ using Portico.Proxy.Http1;
 namespace Portico.Upstreams;
 
 /// <summary>One kept-alive TCP connection to an upstream server, as Portico's own HTTP/1.1 client uses it.</summary>
-internal sealed class UpstreamConnection : IDisposable
+internal sealed class UpstreamConnection : IDisposable, Portico.Threading.ISlotted
 {
     private readonly Http1Pool _pool;
     private int _disposed;
@@ -18,6 +18,8 @@ internal sealed class UpstreamConnection : IDisposable
 
     /// <summary>This connection's index in <see cref="UpstreamWatchdog"/>'s set; -1 when not in it.</summary>
     internal int WatchSlot = -1;
+
+    int Portico.Threading.ISlotted.Slot { get => WatchSlot; set => WatchSlot = value; }
 
     public UpstreamConnection(Socket socket, Http1Pool pool, Portico.Server.Epoll.EpollSocket? io = null)
     {
@@ -68,14 +70,7 @@ internal sealed class UpstreamConnection : IDisposable
         return deadline != -1 && Volatile.Read(ref _expired) == 0;
     }
 
-    /// <summary>Called by the watchdog's scan under its lock: cheap, closes nothing.</summary>
-    internal bool IsDue(long now)
-    {
-        var deadline = Volatile.Read(ref _deadline);
-        return deadline > 0 && (now >= deadline || _abort.IsCancellationRequested);
-    }
-
-    /// <summary>Called by the watchdog outside its lock: closes the connection if it is still due.</summary>
+    /// <summary>Called by the watchdog's scan: closes the connection if its deadline passed or its client went away.</summary>
     internal void Expire(long now)
     {
         var deadline = Volatile.Read(ref _deadline);

@@ -7,10 +7,10 @@ namespace Portico.Upstreams;
 /// </summary>
 /// <remarks>
 /// A connection joins the set when it opens and leaves it when it closes (under a lock, once each). For an exchange,
-/// the request path only writes the connection's deadline and the client's abort token; the scan closes a connection whose deadline has passed or whose client went away, which ends any
-/// pending send or receive. The scan runs every <see cref="MaxPeriodMs"/> ms, or a quarter of the smallest read
-/// timeout seen when that is shorter (down to <see cref="MinPeriodMs"/>), so a timeout fires within that period after
-/// it is due. Measured before this (a pooled source, <c>CancelAfter</c> and two registrations per request): 2.5–3 % of
+/// the request path only writes the connection's deadline and the client's abort token; the scan closes a connection
+/// whose deadline has passed or whose client went away, which ends any pending send or receive. The scan runs every
+/// <see cref="MaxPeriodMs"/> ms, or a quarter of the smallest read timeout seen when that is shorter (down to
+/// <see cref="MinPeriodMs"/>), so a timeout fires within that period after it is due. Measured before this (a pooled source, <c>CancelAfter</c> and two registrations per request): 2.5–3 % of
 /// the proxy's CPU at 256 connections.
 /// </remarks>
 internal static class UpstreamWatchdog
@@ -18,68 +18,34 @@ internal static class UpstreamWatchdog
     internal const int MaxPeriodMs = 100;
     internal const int MinPeriodMs = 5;
 
+    private static readonly Portico.Threading.SlotSet<UpstreamConnection> Connections = new();
     private static readonly Lock Gate = new();
-    private static UpstreamConnection?[] _connections = new UpstreamConnection?[64];
-    private static int _count;
     private static Thread? _thread;
     private static int _periodMs = MaxPeriodMs;
 
     /// <summary>The scan period now, in milliseconds.</summary>
     internal static int PeriodMs => Volatile.Read(ref _periodMs);
 
-    /// <summary>Open connections being watched (for tests).</summary>
-    internal static int Count
+    public static void Add(UpstreamConnection connection)
     {
-        get
+        Connections.Add(connection);
+        if (_thread is null)
         {
             lock (Gate)
             {
-                return _count;
+                if (_thread is null)
+                {
+                    // Its own thread, not a timer: a timer callback wakes a thread-pool worker, which then spins with
+                    // sched_yield for work before it sleeps, on a proxy's one busy core 10 times a second (about 1 % of
+                    // the CPU at c256 in a profile).
+                    _thread = new Thread(static () => Run()) { IsBackground = true, Name = "portico-watchdog" };
+                    _thread.UnsafeStart();
+                }
             }
         }
     }
 
-    public static void Add(UpstreamConnection connection)
-    {
-        lock (Gate)
-        {
-            if (connection.WatchSlot >= 0)
-            {
-                return;
-            }
-            if (_count == _connections.Length)
-            {
-                Array.Resize(ref _connections, _connections.Length * 2);
-            }
-            connection.WatchSlot = _count;
-            _connections[_count++] = connection;
-            if (_thread is null)
-            {
-                // Its own thread, not a timer: a timer callback wakes a thread-pool worker, which then spins with
-                // sched_yield for work before it sleeps, on a proxy's one busy core 10 times a second (about 1 % of
-                // the CPU at c256 in a profile).
-                _thread = new Thread(static () => Run()) { IsBackground = true, Name = "portico-watchdog" };
-                _thread.UnsafeStart();
-            }
-        }
-    }
-
-    public static void Remove(UpstreamConnection connection)
-    {
-        lock (Gate)
-        {
-            var slot = connection.WatchSlot;
-            if (slot < 0)
-            {
-                return;
-            }
-            var last = _connections[--_count]!;
-            _connections[slot] = last;
-            last.WatchSlot = slot;
-            _connections[_count] = null;
-            connection.WatchSlot = -1;
-        }
-    }
+    public static void Remove(UpstreamConnection connection) => Connections.Remove(connection);
 
     /// <summary>Makes the scan at least four times as frequent as <paramref name="timeoutMs"/> (rarely: per new smallest timeout).</summary>
     public static void NoteTimeout(long timeoutMs)
@@ -119,29 +85,18 @@ internal static class UpstreamWatchdog
     internal static void Scan()
     {
         var now = Environment.TickCount64;
-        UpstreamConnection?[]? due = null;
-        var dueCount = 0;
-        lock (Gate)
+        var snapshot = Connections.RentSnapshot(out var count);
+        try
         {
-            var connections = _connections;
-            for (var i = 0; i < _count; i++)
+            // Outside the set's lock: closing a connection removes it from the set.
+            for (var i = 0; i < count; i++)
             {
-                var connection = connections[i]!;
-                if (connection.IsDue(now))
-                {
-                    due ??= new UpstreamConnection?[Math.Min(_count, 16)];
-                    if (dueCount == due.Length)
-                    {
-                        Array.Resize(ref due, due.Length * 2);
-                    }
-                    due[dueCount++] = connection;
-                }
+                snapshot[i].Expire(now);
             }
         }
-        // Outside the lock: closing a connection removes it from the set.
-        for (var i = 0; i < dueCount; i++)
+        finally
         {
-            due![i]!.Expire(now);
+            Portico.Threading.SlotSet<UpstreamConnection>.ReturnSnapshot(snapshot);
         }
     }
 }
