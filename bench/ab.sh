@@ -7,6 +7,7 @@
 #   bench/ab.sh A_BIN B_BIN                      # two published builds (path to the `portico` executable)
 #   A_ENV="X=1" B_ENV="DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0" bench/ab.sh BIN BIN
 #   URL_PATH=/bodies/64k.bin CONNECTIONS=64 ROUNDS=10 bench/ab.sh A_BIN B_BIN
+#   H2=1 CONNECTIONS=64 STREAMS=10 bench/ab.sh A_BIN B_BIN   # h2c with prior knowledge, h2load -m STREAMS
 #
 # Needs nginx (the origin), wrk, taskset, python3. Everything listens on 127.0.0.1; all processes it starts are
 # stopped on exit. Build each side with `dotnet publish src/Portico.Cli -c Release -o <dir>`.
@@ -21,8 +22,11 @@ D=${D:-6}
 WARMUP=${WARMUP:-40}
 CONNECTIONS=${CONNECTIONS:-64}
 URL_PATH=${URL_PATH:-/}
+H2=${H2:-0}
+STREAMS=${STREAMS:-10}
 
-for tool in nginx wrk taskset python3; do
+LOADER=wrk; [[ $H2 == 1 ]] && LOADER=h2load
+for tool in nginx $LOADER taskset python3; do
     command -v "$tool" >/dev/null || { echo "ab.sh: $tool not found" >&2; exit 1; }
 done
 [[ -x $A_BIN && -x $B_BIN ]] || { echo "ab.sh: $A_BIN or $B_BIN is not an executable" >&2; exit 1; }
@@ -115,14 +119,18 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s"
     local before after rps
     before=$(cpu_ticks "$1")
-    rps=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s "http://127.0.0.1:$2$URL_PATH" | awk '/Requests\/sec/{print $2}')
+    if [[ $H2 == 1 ]]; then
+        rps=$("${PIN_LOAD[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D"$3" "http://127.0.0.1:$2$URL_PATH" | awk '/^finished in/{print $4}')
+    else
+        rps=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s "http://127.0.0.1:$2$URL_PATH" | awk '/Requests\/sec/{print $2}')
+    fi
     after=$(cpu_ticks "$1")
     python3 -c "import os; t=($after-$before)/os.sysconf('SC_CLK_TCK'); print('%.0f %.0f' % ($rps*$3/t if t>0 else 0, $rps))"
 }
 
 echo "A: $A_BIN ${A_ENV:+($A_ENV)}"
 echo "B: $B_BIN ${B_ENV:+($B_ENV)}"
-echo "wrk -c$CONNECTIONS $URL_PATH; warm-up ${WARMUP} s each; $ROUNDS rounds of $D s, alternating; req per CPU-s / req/s"
+echo "$LOADER -c$CONNECTIONS$([[ $H2 == 1 ]] && echo " -m$STREAMS") $URL_PATH; warm-up ${WARMUP} s each; $ROUNDS rounds of $D s, alternating; req per CPU-s / req/s"
 kill -STOP "$B"; measure "$A" "$PORT_A" "$WARMUP" >/dev/null; kill -CONT "$B"
 kill -STOP "$A"; measure "$B" "$PORT_B" "$WARMUP" >/dev/null; kill -CONT "$A"
 : >"$TMP/rounds"

@@ -61,7 +61,7 @@ internal sealed partial class HttpForwarder
         try
         {
             // :: Step 2
-            var own = session.Own;
+            var own = session.Own is { Plain: true } plain ? plain : null;
             try
             {
                 if (own is not null)
@@ -699,7 +699,7 @@ internal sealed partial class HttpForwarder
     /// <see cref="CopyRequestHeaders{TSink}"/> for a request on Portico's own server: lines no phase changed are written
     /// upstream as the bytes they arrived as; known names are classified by index, not by string.
     /// </summary>
-    private static void CopyRequestHeadersRaw(ProxySession session, Server.Http1RequestContext own, ref RequestHeadWriter sink)
+    private static void CopyRequestHeadersRaw(ProxySession session, Server.OwnRequest own, ref RequestHeadWriter sink)
     {
         var headers = own.RequestHeaderTable;
         var raw = headers.Head;
@@ -762,7 +762,7 @@ internal sealed partial class HttpForwarder
             }
         }
         var host = headers.Has(Server.RequestHeaderNames.Host) ? headers["Host"].ToString() : null;
-        AddProxyHeaders(session, ref sink, host, forwardedFor, via, own.Protocol, own.Connection.IsTls ? "https" : "http");
+        AddProxyHeaders(session, ref sink, host, forwardedFor, via, own.Protocol, own.IsTls ? "https" : "http");
     }
 
     private static StringValues CollectConnection(ReadOnlySpan<byte> headers)

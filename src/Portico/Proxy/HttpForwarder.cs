@@ -51,10 +51,10 @@ internal sealed partial class HttpForwarder
     /// <summary>Forwards one attempt. Returns null on success, else the error (the response may have started).</summary>
     public ValueTask<ProxyError?> ForwardAsync<TContext>(ProxySession session, UpstreamPeer peer, ProxyApp<TContext> app, TContext ctx)
     {
-        if (session.Own is { } own && _ownHttp1 && peer.Http1 is { } pool)
+        if (session.Own is { Plain: true } own && _ownHttp1 && peer.Http1 is { } pool)
         {
-            // Portico's own server takes bodiless, non-upgrade requests only: straight to the own client, without a
-            // frame of its own here (see ProxyService.ServeAsync on frames per request).
+            // A bodiless, non-upgrade request on Portico's own servers: straight to the own client, without a frame of
+            // its own here (see ProxyService.ServeAsync on frames per request).
             return ForwardHttp1Async(session, pool, app, ctx, session.ReadTimeoutOverride ?? peer.ReadTimeout, own.RequestAborted);
         }
         return ForwardAnyAsync(session, peer, app, ctx);

@@ -16,12 +16,15 @@ public sealed class ProxySession
         HttpContext = httpContext;
         RequestId = requestId;
         StartTimestamp = Stopwatch.GetTimestamp();
-        Own = httpContext.Features as Server.Http1RequestContext;
-        ClientAddress = (Own is { } own ? own.Connection.RemoteIpAddress : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
+        Own = httpContext.Features as Server.OwnRequest;
+        ClientAddress = (Own is { } own ? own.ClientIp : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
     }
 
-    /// <summary>The request's state on Portico's own HTTP/1.1 server; null when Kestrel serves it (HTTP/2, bodies, upgrades).</summary>
-    internal Server.Http1RequestContext? Own { get; }
+    /// <summary>
+    /// The request's state on Portico's own servers (HTTP/1.1 or h2c); null when Kestrel serves it (TLS HTTP/2, HTTP/1.1
+    /// bodies and upgrades).
+    /// </summary>
+    internal Server.OwnRequest? Own { get; }
 
     /// <summary>
     /// <see cref="ClientAddress"/> as text for X-Forwarded-For: the connection's cached string while the address is the
@@ -30,9 +33,9 @@ public sealed class ProxySession
     internal string ClientAddressText()
     {
         var client = ClientAddress;
-        if (Own is { } own && ReferenceEquals(client, own.Connection.RemoteIpAddress))
+        if (Own is { } own && ReferenceEquals(client, own.ClientIp))
         {
-            return own.Connection.RemoteIpText;
+            return own.ClientIpText;
         }
         return FormatAddress(client);
     }

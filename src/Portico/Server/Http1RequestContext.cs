@@ -28,7 +28,7 @@ internal enum ResponseFraming : byte
 /// <see cref="DefaultHttpContext"/> the app sees. Pooled across connections: a connection holds one only while it is
 /// serving a request, so an idle connection costs no header tables.
 /// </summary>
-internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpRequestFeature, IHttpRequestBodyDetectionFeature,
+internal sealed partial class Http1RequestContext : OwnRequest, IFeatureCollection, IHttpRequestFeature, IHttpRequestBodyDetectionFeature,
     IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IHttpConnectionFeature,
     IHttpRequestIdentifierFeature, IHttpUpgradeFeature, IHttpBodyControlFeature, IHttpMaxRequestBodySizeFeature
 {
@@ -65,10 +65,6 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
         _bodyStream = new ResponseBodyStream(this);
     }
 
-    public RequestHeaders RequestHeaderTable { get; } = new();
-
-    public ResponseHeaders ResponseHeaderTable { get; } = new();
-
     public HttpContext HttpContext => _httpContext;
 
     /// <summary>True when the request's connection may carry another request after this response.</summary>
@@ -83,9 +79,6 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
 
     /// <summary>Body bytes the app wrote.</summary>
     public long BodyWritten { get; private set; }
-
-    /// <summary>The Connection header named other headers (hop-by-hop too).</summary>
-    public bool ConnectionNamesHeaders { get; private set; }
 
     /// <summary>The downstream connection this request came in on.</summary>
     public Http1ServerConnection Connection => _connection!;
@@ -102,7 +95,7 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
         return new Http1RequestContext();
     }
 
-    /// <summary>Starts a request of <paramref name="connection"/> whose head was parsed into <see cref="RequestHeaderTable"/>.</summary>
+    /// <summary>Starts a request of <paramref name="connection"/> whose head was parsed into <see cref="OwnRequest.RequestHeaderTable"/>.</summary>
     public void Start(Http1ServerConnection connection, ReadOnlySpan<byte> head, in RequestLine line)
     {
         _connection = connection;
@@ -111,6 +104,8 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
         Minor = line.Minor;
         KeepAlive = line.KeepAlive;
         ConnectionNamesHeaders = line.ConnectionNamesHeaders;
+        IsTls = connection.IsTls;
+        Plain = true;
         Method = RequestHeadParser.Method(head[..line.MethodLength]);
         Protocol = line.Minor == 1 ? HttpProtocol.Http11 : HttpProtocol.Http10;
         SetTarget(head.Slice(line.TargetStart, line.TargetLength), line.PathLength);
@@ -278,19 +273,13 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
 
     // ---- IHttpRequestFeature ----
 
-    public string Protocol { get; set; } = HttpProtocol.Http11;
-
     public string Scheme { get; set; } = "http";
-
-    public string Method { get; set; } = HttpMethods.Get;
 
     public string PathBase { get; set; } = string.Empty;
 
     public string Path { get; set; } = "/";
 
     public string QueryString { get; set; } = string.Empty;
-
-    public string RawTarget { get; set; } = "/";
 
     IHeaderDictionary IHttpRequestFeature.Headers
     {
@@ -412,7 +401,7 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
 
     // ---- IHttpRequestLifetimeFeature ----
 
-    public CancellationToken RequestAborted
+    public override CancellationToken RequestAborted
     {
         get => _abortSource!.Token;
         set => throw new NotSupportedException("RequestAborted cannot be replaced on Portico's HTTP/1.1 server");
@@ -438,6 +427,10 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
         get => _connection?.RemoteIpAddress;
         set => throw new NotSupportedException();
     }
+
+    public override IPAddress? ClientIp => _connection!.RemoteIpAddress;
+
+    public override string ClientIpText => _connection!.RemoteIpText;
 
     public IPAddress? LocalIpAddress
     {
@@ -490,7 +483,7 @@ internal sealed partial class Http1RequestContext : IFeatureCollection, IHttpReq
     /// Runs the OnStarting callbacks and writes the status line and headers into the output pipe (not flushed).
     /// <paramref name="appCompleted"/>: the app is done, so a response without a length has an empty body.
     /// </summary>
-    public ValueTask StartResponseAsync(bool appCompleted)
+    public override ValueTask StartResponseAsync(bool appCompleted)
     {
         if (HasStarted)
         {

@@ -549,6 +549,75 @@ public sealed class UpstreamFramingTests : IClassFixture<UpstreamFramingTests.Fi
         Assert.Equal(response.Header("X-Request-ID"), seen.Header("X-Request-ID"));
     }
 
+    /// <summary>
+    /// An h2c client's bodiless request takes the own HTTP/1.1 client's raw header copies (the HTTP/2 stream's lines as
+    /// they were decoded): pseudo-header fields become the request line and Host, the cookie fields are joined with
+    /// "; " (RFC 9113 §8.2.3), the forwarding fields say HTTP/2, and nothing is sent twice.
+    /// </summary>
+    [Fact]
+    public async Task H2cRequest_OnTheWire_PseudoHeadersMappedCookiesJoinedForwardingAdded()
+    {
+        _fixture.Script("h2req", static _ => ScriptedReply.Of(Ok("wire")));
+
+        var response = await Curl.RunAsync("--max-time", "10", "--http2-prior-knowledge",
+            "-H", "cookie: a=1", "-H", "cookie: b=2", "-H", "X-Forwarded-For: 10.0.0.1", "-H", "TE: trailers",
+            "-H", "x-custom: v", _fixture.Url("/h2req/a%2Fb?x=1"));
+
+        Assert.True(response.Status == 200 && response.Body == "wire", response + "\n" + _fixture.Gateway.Output);
+        Assert.Equal("HTTP/2", response.Final.Version);
+        var seen = _fixture.RequestsFor("h2req").Single();
+        Assert.Equal("GET /h2req/a%2Fb?x=1 HTTP/1.1", seen.RequestLine);
+        var duplicates = seen.Fields.GroupBy(f => f.Key, StringComparer.OrdinalIgnoreCase).Where(g => g.Count() > 1).Select(g => g.Key).ToArray();
+        Assert.True(duplicates.Length == 0, $"duplicate fields {string.Join(", ", duplicates)} in:\n{seen.Head}");
+        Assert.Equal($"127.0.0.1:{_fixture.Port}", seen.Header("Host"));
+        Assert.Equal("a=1; b=2", seen.Header("Cookie"));
+        Assert.Equal("trailers", seen.Header("TE"));
+        Assert.Equal("v", seen.Header("X-Custom"));
+        Assert.Equal("10.0.0.1, 127.0.0.1", seen.Header("X-Forwarded-For"));
+        Assert.Equal("http", seen.Header("X-Forwarded-Proto"));
+        Assert.Equal($"127.0.0.1:{_fixture.Port}", seen.Header("X-Forwarded-Host"));
+        Assert.Equal("2 portico", seen.Header("Via"));
+        Assert.Equal(response.Header("X-Request-ID"), seen.Header("X-Request-ID"));
+    }
+
+    /// <summary>
+    /// The upstream's response head reaches an h2c client through the raw copy: hop-by-hop fields (and the ones
+    /// Connection names) dropped, Set-Cookie as separate fields, names lowercased for HTTP/2 (curl refuses a stream
+    /// with an uppercase name), the upstream's X-Request-ID replaced by the request's, the body exact.
+    /// </summary>
+    [Fact]
+    public async Task H2cResponse_HeadCopiedRaw_HopByHopDroppedNamesLowercased()
+    {
+        _fixture.Script("h2resp", static _ => ScriptedReply.Of(
+            "HTTP/1.1 200 OK\r\n" +
+            "Connection: keep-alive, X-Drop-Me\r\n" +
+            "X-Drop-Me: 1\r\n" +
+            "Keep-Alive: timeout=5\r\n" +
+            "X-Mixed-CASE: kept\r\n" +
+            "X-Request-ID: from-upstream\r\n" +
+            "Set-Cookie: a=1; Path=/\r\n" +
+            "Set-Cookie: b=2\r\n" +
+            "Content-Length: 5\r\n" +
+            "\r\n" +
+            "hello"));
+
+        var response = await Curl.RunAsync("--max-time", "10", "--http2-prior-knowledge", _fixture.Url("/h2resp/x"));
+
+        Assert.True(response.Status == 200 && response.Body == "hello", response + "\n" + _fixture.Gateway.Output);
+        var head = response.Final;
+        Assert.Equal("HTTP/2", head.Version);
+        foreach (var dropped in new[] { "X-Drop-Me", "Keep-Alive", "Connection" })
+        {
+            Assert.False(head.Has(dropped), $"{dropped} reached the client:\n{response}");
+        }
+        Assert.Contains(head.Fields, f => f.Key == "x-mixed-case" && f.Value == "kept");
+        Assert.Equal(["a=1; Path=/", "b=2"], head.Fields.Where(f => f.Key == "set-cookie").Select(f => f.Value).ToArray());
+        Assert.Equal("5", head.Header("content-length"));
+        var requestId = head.Header("x-request-id");
+        Assert.NotEqual("from-upstream", requestId);
+        Assert.Equal(_fixture.RequestsFor("h2resp").Single().Header("X-Request-ID"), requestId);
+    }
+
     [Fact]
     public async Task ResponseHead_LaterThanReadTimeout_Returns504()
     {

@@ -125,6 +125,11 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
 
     internal IPEndPoint? Remote { get; }
 
+    /// <summary>The peer's address as X-Forwarded-For shows it, formatted once.</summary>
+    internal string RemoteIpText => _remoteText ??= Proxy.ProxySession.FormatAddress(Remote?.Address ?? IPAddress.None);
+
+    private string? _remoteText;
+
     internal IPEndPoint? Local { get; }
 
     internal IFeatureCollection ConnectionFeatures => _fast.Features;

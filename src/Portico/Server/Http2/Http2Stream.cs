@@ -19,7 +19,7 @@ namespace Portico.Server.Http2;
 /// awaits resume on and writes the response. Everything both sides touch (windows, the body buffer, the state flags)
 /// is guarded by the connection's lock, held only to copy bytes and flip flags.
 /// </remarks>
-internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHttpRequestBodyDetectionFeature,
+internal sealed class Http2Stream : OwnRequest, IFeatureCollection, IHttpRequestFeature, IHttpRequestBodyDetectionFeature,
     IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IHttpConnectionFeature,
     IHttpRequestIdentifierFeature, IHttpResponseTrailersFeature, IHttpExtendedConnectFeature, IHttpBodyControlFeature,
     IHttpMaxRequestBodySizeFeature, IHttpResetFeature, IHttpUpgradeFeature
@@ -63,10 +63,6 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
     }
 
     public HttpContext HttpContext => _httpContext;
-
-    public RequestHeaders RequestHeaderTable { get; } = new();
-
-    public ResponseHeaders ResponseHeaderTable { get; } = new();
 
     public int StreamId { get; private set; }
 
@@ -145,6 +141,8 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
         QueryString = string.Empty;
         Protocol = "HTTP/2";
         Scheme = "http";
+        IsTls = false;
+        Plain = false;
         IsExtendedConnect = false;
         ExtendedProtocol = null;
         AllowSynchronousIO = false;
@@ -464,19 +462,13 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
 
     // ---- IHttpRequestFeature ----
 
-    public string Protocol { get; set; } = "HTTP/2";
-
     public string Scheme { get; set; } = "http";
-
-    public string Method { get; set; } = HttpMethods.Get;
 
     public string PathBase { get; set; } = string.Empty;
 
     public string Path { get; set; } = "/";
 
     public string QueryString { get; set; } = string.Empty;
-
-    public string RawTarget { get; set; } = "/";
 
     IHeaderDictionary IHttpRequestFeature.Headers
     {
@@ -495,7 +487,17 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
     // ---- IHttpRequestBodyDetectionFeature ----
 
     /// <summary>False when HEADERS carried END_STREAM (no DATA can follow).</summary>
-    public bool CanHaveBody { get; internal set; }
+    public bool CanHaveBody
+    {
+        get => _canHaveBody;
+        internal set
+        {
+            _canHaveBody = value;
+            Plain = !value && !IsExtendedConnect;
+        }
+    }
+
+    private bool _canHaveBody;
 
     // ---- IHttpResponseFeature ----
 
@@ -634,7 +636,7 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
 
     // ---- IHttpRequestLifetimeFeature ----
 
-    public CancellationToken RequestAborted
+    public override CancellationToken RequestAborted
     {
         get => _abortSource!.Token;
         set => throw new NotSupportedException("RequestAborted cannot be replaced on Portico's HTTP/2 server");
@@ -673,6 +675,10 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
         get => _connection?.Remote?.Address;
         set => throw new NotSupportedException();
     }
+
+    public override IPAddress? ClientIp => _connection.Remote?.Address;
+
+    public override string ClientIpText => _connection.RemoteIpText;
 
     public IPAddress? LocalIpAddress
     {
@@ -727,7 +733,7 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
 
     // ---- the response ----
 
-    public ValueTask StartResponseAsync(bool appCompleted)
+    public override ValueTask StartResponseAsync(bool appCompleted)
     {
         if (HasStarted)
         {
@@ -785,7 +791,10 @@ internal sealed class Http2Stream : IFeatureCollection, IHttpRequestFeature, IHt
     }
 
     /// <summary>Writes body bytes as DATA frames, waiting for window; the last frame of a Content-Length body ends the stream.</summary>
-    public async ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    public ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        HasStarted && _bodyWriter.Pending == 0 ? WriteDataAsync(data, cancellationToken) : StartThenWriteAsync(data, cancellationToken);
+
+    private async ValueTask StartThenWriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         if (!HasStarted)
         {
