@@ -261,4 +261,64 @@ public sealed class EpollSocketTests
             Assert.Equal(round, BitConverter.ToInt32(buffer, 0));
         }
     }
+
+    private sealed class DeferredItem(Action action) : IThreadPoolWorkItem
+    {
+        public void Execute() => action();
+    }
+
+    /// <summary>
+    /// Work deferred from a continuation on a loop thread runs on that thread after the continuation (the end of the
+    /// batch of events), once; off the loop threads Defer refuses, so callers fall back to the thread pool.
+    /// </summary>
+    [Fact]
+    public async Task Defer_FromALoopContinuation_RunsAfterItOnTheSameThread_ElsewhereRefused()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        var ran = 0;
+        Assert.False(EpollLoop.Defer(new DeferredItem(() => ran++)));
+
+        using var pair = await PairAsync();
+        var order = new List<string>();
+        var done = new TaskCompletionSource<(string? ContinuationThread, string? DeferredThread, bool Accepted)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var buffer = new byte[8];
+        // Registered from a pool thread (no synchronization context to capture), so the continuation runs inline on
+        // the loop thread, as the proxy's own continuations do.
+        var pending = await Task.Run(() =>
+        {
+            var awaiter = pair.Io.ReceiveAsync(buffer).GetAwaiter();
+            if (!awaiter.IsCompleted)
+            {
+                awaiter.UnsafeOnCompleted(OnReceived);
+            }
+            return !awaiter.IsCompleted;
+        });
+        Assert.True(pending);
+        void OnReceived()
+        {
+            var thread = Thread.CurrentThread.Name;
+            var accepted = false;
+            accepted = EpollLoop.Defer(new DeferredItem(() =>
+            {
+                order.Add("deferred");
+                done.TrySetResult((thread, Thread.CurrentThread.Name, accepted));
+            }));
+            order.Add("continuation");
+            if (!accepted)
+            {
+                done.TrySetResult((thread, null, false));
+            }
+        }
+        pair.Peer.Send("x"u8);
+
+        var (continuationThread, deferredThread, wasAccepted) = await done.Task.WaitAsync(Timeout);
+        Assert.True(wasAccepted);
+        Assert.StartsWith("portico-epoll-", continuationThread);
+        Assert.Equal(continuationThread, deferredThread);
+        Assert.Equal(["continuation", "deferred"], order);
+        Assert.Equal(0, ran);
+    }
 }

@@ -37,6 +37,12 @@ internal sealed unsafe class EpollLoop
     private int _used;
     private uint _generation;
 
+    // Work deferred to the end of the current batch (see Defer); touched only by the loop's own thread.
+    [ThreadStatic]
+    private static EpollLoop? t_current;
+    private IThreadPoolWorkItem?[] _deferred = new IThreadPoolWorkItem?[64];
+    private int _deferredCount;
+
     private EpollLoop(int epfd, int index)
     {
         _epfd = epfd;
@@ -200,8 +206,49 @@ internal sealed unsafe class EpollLoop
         }
     }
 
+    /// <summary>
+    /// When called on a loop thread, runs <paramref name="item"/> on that thread once the current batch of events has
+    /// been dispatched, and returns true; elsewhere returns false (the caller then uses the thread pool). What every
+    /// event of a batch wrote to one connection then goes out in one send, on the loop's own thread, as HAProxy flushes
+    /// at the end of each pass of its poll loop: no thread-pool worker woken per flush.
+    /// </summary>
+    public static bool Defer(IThreadPoolWorkItem item)
+    {
+        var loop = t_current;
+        if (loop is null)
+        {
+            return false;
+        }
+        if (loop._deferredCount == loop._deferred.Length)
+        {
+            Array.Resize(ref loop._deferred, loop._deferred.Length * 2);
+        }
+        loop._deferred[loop._deferredCount++] = item;
+        return true;
+    }
+
+    /// <summary>Runs the deferred work of the batch, including work that work deferred while it ran.</summary>
+    private void RunDeferred()
+    {
+        for (var i = 0; i < _deferredCount; i++)
+        {
+            var item = _deferred[i]!;
+            _deferred[i] = null;
+            try
+            {
+                item.Execute();
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine("portico: unhandled exception in deferred work on an epoll loop: " + ex);
+            }
+        }
+        _deferredCount = 0;
+    }
+
     private void Run()
     {
+        t_current = this;
         var events = (EpollNative.EpollEvent*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(EpollNative.EpollEvent));
         while (true)
         {
@@ -212,6 +259,10 @@ internal sealed unsafe class EpollLoop
                 continue;
             }
             Dispatch(events, count);
+            if (_deferredCount > 0)
+            {
+                RunDeferred();
+            }
         }
     }
 

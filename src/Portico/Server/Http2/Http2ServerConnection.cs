@@ -1277,7 +1277,11 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
 
     // ---- flushing ----
 
-    /// <summary>Sends what is buffered soon: one flush on the thread pool sends what every stream wrote until it runs.</summary>
+    /// <summary>
+    /// Sends what is buffered soon: one flush sends what every stream wrote until it runs. On an epoll loop thread (where
+    /// upstream responses complete) the flush runs on that thread after the current batch of events; elsewhere on the
+    /// thread pool.
+    /// </summary>
     private void RequestFlush()
     {
         lock (Gate)
@@ -1293,7 +1297,10 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
             return;
         }
         _flushScheduled = true;
-        ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        if (!Epoll.EpollLoop.Defer(this))
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
     }
 
     void IThreadPoolWorkItem.Execute() => _flushing = FlushLoopAsync();
