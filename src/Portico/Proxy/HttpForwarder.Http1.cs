@@ -761,7 +761,9 @@ internal sealed partial class HttpForwarder
                 sink.Add(headers.NameOf(ref entry), headers.ValueOf(ref entry));
             }
         }
-        var host = headers.Has(Server.RequestHeaderNames.Host) ? headers["Host"].ToString() : null;
+        var host = headers.Has(Server.RequestHeaderNames.Host)
+            ? headers.SingleValue(Server.RequestHeaderNames.Host) ?? headers["Host"].ToString()
+            : null;
         AddProxyHeaders(session, ref sink, host, forwardedFor, via, own.Protocol, own.IsTls ? "https" : "http");
     }
 
@@ -826,7 +828,7 @@ internal sealed partial class HttpForwarder
     }
 
     /// <summary>A header value that would break the request head (a line break or NUL), e.g. set by a phase.</summary>
-    private sealed class InvalidHeaderValueException(string name)
+    internal sealed class InvalidHeaderValueException(string name)
         : Exception($"the {name} header for the upstream contains a line break or NUL");
 
     /// <summary>
@@ -835,7 +837,7 @@ internal sealed partial class HttpForwarder
     /// bodiless POST, PUT or PATCH (as SocketsHttpHandler does). Names are ASCII tokens; values are written as UTF-8,
     /// which gives back the bytes Kestrel decoded (it reads header values as ASCII or UTF-8).
     /// </summary>
-    private struct RequestHeadWriter(string authority) : IUpstreamHeaderSink, IDisposable
+    internal struct RequestHeadWriter(string authority) : IUpstreamHeaderSink, IDisposable
     {
         private byte[] _buffer = BufferPool.UpstreamRequestHead.Rent();
         private int _length;
@@ -857,6 +859,21 @@ internal sealed partial class HttpForwarder
             if (!_hasContentLength && name.Length == 14 && name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
             {
                 _hasContentLength = true;
+            }
+            // The usual line (the proxy's own headers: a token name, an ASCII value): one bounds check and two
+            // vectorised copies; anything else (non-ASCII, a forbidden character) takes the checked path below.
+            Ensure(name.Length + value.Length + 4);
+            var span = _buffer.AsSpan(_length);
+            if (System.Text.Ascii.FromUtf16(name, span, out var nameBytes) == System.Buffers.OperationStatus.Done
+                && System.Text.Ascii.FromUtf16(value, span[(nameBytes + 2)..], out var valueBytes) == System.Buffers.OperationStatus.Done
+                && span.Slice(nameBytes + 2, valueBytes).IndexOfAny((byte)'\r', (byte)'\n', (byte)0) < 0)
+            {
+                span[nameBytes] = (byte)':';
+                span[nameBytes + 1] = (byte)' ';
+                span[nameBytes + 2 + valueBytes] = (byte)'\r';
+                span[nameBytes + 3 + valueBytes] = (byte)'\n';
+                _length += nameBytes + valueBytes + 4;
+                return;
             }
             Ascii(name);
             Ascii(": ");

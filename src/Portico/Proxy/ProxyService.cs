@@ -158,8 +158,17 @@ public sealed partial class ProxyService<TContext>
     }
 
     /// <summary>The session of a new request: its id (the client's when well-formed, else a new one), also sent back.</summary>
+    private static readonly int ResponseRequestId = Http1.HeaderStrings.XRequestId;
+
     private static ProxySession NewSession(HttpContext httpContext)
     {
+        if (httpContext.Features is Server.OwnRequest own && !own.RequestHeaderTable.Has(Server.RequestHeaderNames.XRequestId))
+        {
+            // The usual case on the own servers, no id from the client: no lookups by string on either table.
+            var generated = HeaderRules.NewRequestId();
+            own.ResponseHeaderTable.SetKnown(ResponseRequestId, generated);
+            return new ProxySession(httpContext, generated, own);
+        }
         var incomingId = httpContext.Request.Headers["X-Request-ID"];
         var requestId = incomingId.Count == 1 && HeaderRules.IsValidRequestId(incomingId[0]) ? incomingId[0]! : HeaderRules.NewRequestId();
         httpContext.Response.Headers["X-Request-ID"] = requestId;

@@ -12,11 +12,16 @@ namespace Portico.Proxy;
 public sealed class ProxySession
 {
     internal ProxySession(HttpContext httpContext, string requestId)
+        : this(httpContext, requestId, httpContext.Features as Server.OwnRequest)
+    {
+    }
+
+    internal ProxySession(HttpContext httpContext, string requestId, Server.OwnRequest? ownRequest)
     {
         HttpContext = httpContext;
         RequestId = requestId;
         StartTimestamp = Stopwatch.GetTimestamp();
-        Own = httpContext.Features as Server.OwnRequest;
+        Own = ownRequest;
         ClientAddress = (Own is { } own ? own.ClientIp : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
     }
 

@@ -115,6 +115,37 @@ internal sealed class RequestHeaders : IHeaderDictionary
         return default;
     }
 
+    /// <summary>
+    /// The value of the one line with this known name, as a string (decoded once); null when there is none or more than
+    /// one (then <c>this[name]</c> joins them).
+    /// </summary>
+    internal string? SingleValue(int known)
+    {
+        if (!Has(known))
+        {
+            return null;
+        }
+        var index = -1;
+        for (var i = 0; i < _count; i++)
+        {
+            ref var entry = ref _entries[i];
+            if (entry.Known == known && !entry.Removed)
+            {
+                if (index >= 0)
+                {
+                    return null;
+                }
+                index = i;
+            }
+        }
+        if (index < 0)
+        {
+            return null;
+        }
+        var value = ValueOf(ref _entries[index]);
+        return value.Count == 1 ? value[0] : null;
+    }
+
     /// <summary>The name of an entry as a string (decoded once).</summary>
     internal string NameOf(ref Entry entry) =>
         entry.Name ??= Encoding.Latin1.GetString(_head.Span.Slice(entry.LineStart, entry.NameLength));

@@ -112,6 +112,23 @@ internal sealed class ResponseHeaders : IHeaderDictionary
         }
     }
 
+    /// <summary>
+    /// Sets a known header to a value the caller has already checked (the request id: generated hex, or a client's id
+    /// that passed <see cref="Proxy.HeaderRules.IsValidRequestId"/>), without a lookup by string.
+    /// </summary>
+    internal void SetKnown(int known, string value)
+    {
+        ThrowIfReadOnly();
+        if (_count > 0)
+        {
+            RemoveKnown(known);
+        }
+        ref var entry = ref Append();
+        entry.Known = known;
+        entry.Name = HeaderStrings.NameOf(known);
+        entry.Value = value;
+    }
+
     /// <summary>Removes what a phase set under this unknown name (see <see cref="RemoveKnown"/>).</summary>
     internal void RemoveUnknown(ReadOnlySpan<byte> name)
     {

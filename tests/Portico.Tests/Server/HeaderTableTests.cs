@@ -77,6 +77,20 @@ public sealed class RequestHeadersTests
     }
 
     [Fact]
+    public void SingleValue_OneLine_ElseNull_AndFollowsPhaseChanges()
+    {
+        var headers = Parse(new RequestHeaders(), "GET / HTTP/1.1\r\nHost: h.example\r\nVia: a\r\nVia: b\r\n\r\n");
+
+        Assert.Equal("h.example", headers.SingleValue(RequestHeaderNames.Host));
+        Assert.Null(headers.SingleValue(RequestHeaderNames.Via));          // two lines: the caller joins them
+        Assert.Null(headers.SingleValue(RequestHeaderNames.XRequestId));   // absent
+        headers["Host"] = "changed.example";
+        Assert.Equal("changed.example", headers.SingleValue(RequestHeaderNames.Host));
+        headers.Remove("Host");
+        Assert.Null(headers.SingleValue(RequestHeaderNames.Host));
+    }
+
+    [Fact]
     public void ContentLength_ParsedFromHeader()
     {
         var headers = Parse(new RequestHeaders(), "DELETE / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
@@ -107,6 +121,23 @@ public sealed class ResponseHeadersTests
         Assert.False(headers.ContainsKey("X-A"));
         headers.Clear();
         Assert.Empty(headers);
+    }
+
+    [Fact]
+    public void SetKnown_ReplacesWhatWasSet_ReadableByName()
+    {
+        var headers = new ResponseHeaders();
+        headers.SetKnown(HeaderStrings.XRequestId, "first");
+        Assert.Equal("first", headers["x-request-id"]);
+
+        headers["X-Other"] = "o";
+        headers.SetKnown(HeaderStrings.XRequestId, "second");
+
+        Assert.Equal("second", headers["X-Request-ID"]);
+        Assert.Equal(2, headers.Count);
+        Assert.Equal(["X-Other", "X-Request-ID"], headers.Keys);
+        headers.MakeReadOnly();
+        Assert.Throws<InvalidOperationException>(() => headers.SetKnown(HeaderStrings.XRequestId, "third"));
     }
 
     [Theory]
