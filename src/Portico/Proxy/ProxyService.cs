@@ -157,9 +157,9 @@ public sealed partial class ProxyService<TContext>
         }
     }
 
-    /// <summary>The session of a new request: its id (the client's when well-formed, else a new one), also sent back.</summary>
     private static readonly int ResponseRequestId = Http1.HeaderStrings.XRequestId;
 
+    /// <summary>The session of a new request: its id (the client's when well-formed, else a new one), also sent back.</summary>
     private static ProxySession NewSession(HttpContext httpContext)
     {
         if (httpContext.Features is Server.OwnRequest own && !own.RequestHeaderTable.Has(Server.RequestHeaderNames.XRequestId))
