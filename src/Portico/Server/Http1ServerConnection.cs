@@ -457,19 +457,7 @@ internal static class ConnectionHeartbeat
     {
         DateHeader.Update(DateTimeOffset.UtcNow);
         IdleTrim.OnTick();
-        var now = Environment.TickCount64;
-        var snapshot = Connections.RentSnapshot(out var count);
-        try
-        {
-            // Outside the set's lock: a cancelled read may run the connection's loop on this thread, which may leave the set.
-            for (var i = 0; i < count; i++)
-            {
-                snapshot[i].OnHeartbeat(now);
-            }
-        }
-        finally
-        {
-            Portico.Threading.SlotSet<Http1ServerConnection>.ReturnSnapshot(snapshot);
-        }
+        // Outside the set's lock: a cancelled read may run the connection's loop on this thread, which may leave the set.
+        Connections.ForEach(static (connection, now) => connection.OnHeartbeat(now), Environment.TickCount64);
     }
 }

@@ -66,4 +66,24 @@ internal sealed class SlotSet<T> where T : class, ISlotted
     }
 
     public static void ReturnSnapshot(T[] snapshot) => ArrayPool<T>.Shared.Return(snapshot, clearArray: true);
+
+    /// <summary>
+    /// Calls <paramref name="visit"/> for each member of a snapshot, outside the set's lock: a visit may make its member
+    /// (or another) leave the set.
+    /// </summary>
+    public void ForEach<TState>(Action<T, TState> visit, TState state)
+    {
+        var snapshot = RentSnapshot(out var count);
+        try
+        {
+            for (var i = 0; i < count; i++)
+            {
+                visit(snapshot[i], state);
+            }
+        }
+        finally
+        {
+            ReturnSnapshot(snapshot);
+        }
+    }
 }

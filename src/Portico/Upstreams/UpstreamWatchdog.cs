@@ -84,19 +84,7 @@ internal static class UpstreamWatchdog
     /// <summary>One pass: closes every connection whose deadline passed or whose client went away.</summary>
     internal static void Scan()
     {
-        var now = Environment.TickCount64;
-        var snapshot = Connections.RentSnapshot(out var count);
-        try
-        {
-            // Outside the set's lock: closing a connection removes it from the set.
-            for (var i = 0; i < count; i++)
-            {
-                snapshot[i].Expire(now);
-            }
-        }
-        finally
-        {
-            Portico.Threading.SlotSet<UpstreamConnection>.ReturnSnapshot(snapshot);
-        }
+        // Outside the set's lock: closing a connection removes it from the set.
+        Connections.ForEach(static (connection, now) => connection.Expire(now), Environment.TickCount64);
     }
 }

@@ -84,4 +84,27 @@ public sealed class SlotSetTests
         SlotSet<Member>.ReturnSnapshot(snapshot);
         Assert.Empty(Ids(set));
     }
+
+    [Fact]
+    public void ForEach_VisitsEveryMember_EvenWhenAVisitRemovesMembers()
+    {
+        var set = new SlotSet<Member>();
+        var members = new List<Member>();
+        for (var i = 0; i < 10; i++)
+        {
+            members.Add(new Member(i));
+            set.Add(members[i]);
+        }
+        var visited = new List<int>();
+
+        set.ForEach(static (member, state) =>
+        {
+            state.Visited.Add(member.Id);
+            state.Set.Remove(member);
+        }, (Visited: visited, Set: set));
+
+        visited.Sort();
+        Assert.Equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], visited);
+        Assert.Empty(Ids(set));
+    }
 }
