@@ -17,7 +17,16 @@ public sealed class GatewayContext
     }
 
     /// <summary>The config snapshot this request runs on, taken once when it arrived.</summary>
-    public GatewaySnapshot Snapshot { get; }
+    public GatewaySnapshot Snapshot { get; private set; }
+
+    /// <summary>Makes a kept context (<see cref="ProxySession.AppContext"/>) the context of its session's next request.</summary>
+    internal void Reset(GatewaySnapshot snapshot)
+    {
+        Snapshot = snapshot;
+        Route = null;
+        Upstream = null;
+        Breaker = null;
+    }
 
     /// <summary>The matched route; null when the default upstream serves the request.</summary>
     public RouteModel? Route { get; internal set; }
@@ -73,7 +82,21 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
         return Interlocked.Exchange(ref _snapshot, next);
     }
 
-    public override GatewayContext NewContext(ProxySession session) => new(Snapshot);
+    public override GatewayContext NewContext(ProxySession session)
+    {
+        // A session kept by an own server's request context keeps its gateway context too: reset, not allocated.
+        if (session.AppContext is GatewayContext kept)
+        {
+            kept.Reset(Snapshot);
+            return kept;
+        }
+        var context = new GatewayContext(Snapshot);
+        if (session.Own is not null)
+        {
+            session.AppContext = context;
+        }
+        return context;
+    }
 
     public override async ValueTask<bool> RequestFilterAsync(ProxySession session, GatewayContext ctx)
     {

@@ -52,7 +52,7 @@ internal sealed partial class HttpForwarder
         var request = session.Request;
         var isHead = HttpMethods.IsHead(request.Method);
         var head = new RequestHeadWriter(pool.Authority);
-        var buffer = HeadBuffers.Rent();
+        byte[]? buffer = null;   // taken once the answer may be there (below)
         byte[]? bodyBuffer = null;
         UpstreamConnection? connection = null;
         var timeoutMs = (long)readTimeout.TotalMilliseconds;
@@ -119,6 +119,17 @@ internal sealed partial class HttpForwarder
                 try
                 {
                     await connection!.SendAsync(head.Written);
+                    if (buffer is null)
+                    {
+                        // The head's buffer is taken when the response may have come, not for the whole wait: of a
+                        // thousand requests in flight only those being answered hold one (as HAProxy allocates a
+                        // buffer when data arrives), so the few in use stay warm in the cache and the pool.
+                        if (connection.Io is { } io)
+                        {
+                            await io.WaitReadableAsync();
+                        }
+                        buffer = HeadBuffers.Rent();
+                    }
                     while (true)
                     {
                         var end = filled > 0 ? ResponseHead.FindEnd(buffer.AsSpan(0, filled)) : -1;
@@ -184,6 +195,7 @@ internal sealed partial class HttpForwarder
                     ? new ProxyError(ProxyErrorKind.UpstreamInvalidResponse, ProxyErrorSource.Upstream, false, "invalid response from upstream: " + failure)
                     : HeadFailure(failure, failureException, timedOut, requestAborted, readTimeout);
             }
+            Debug.Assert(buffer is not null, "the loop above ends with a response head in the buffer");
             session.UpstreamHeaderTime = Stopwatch.GetElapsedTime(sendStarted);
             session.UpstreamStatus = parsed.Status;
 
@@ -470,7 +482,10 @@ internal sealed partial class HttpForwarder
             connection?.Dispose();
             head.Dispose();
             // A buffer grown past 16 KiB (Grow) is not this pool's size: it goes to the shared pool.
-            HeadBuffers.Return(buffer);
+            if (buffer is not null)
+            {
+                HeadBuffers.Return(buffer);
+            }
             if (bodyBuffer is not null)
             {
                 ArrayPool<byte>.Shared.Return(bodyBuffer);

@@ -159,20 +159,36 @@ public sealed partial class ProxyService<TContext>
 
     private static readonly int ResponseRequestId = Http1.HeaderStrings.XRequestId;
 
-    /// <summary>The session of a new request: its id (the client's when well-formed, else a new one), also sent back.</summary>
+    /// <summary>
+    /// The session of a new request: its id (the client's when well-formed, else a new one), also sent back. On the own
+    /// servers the request context's kept session is reset and reused (<see cref="Server.OwnRequest.Session"/>).
+    /// </summary>
     private static ProxySession NewSession(HttpContext httpContext)
     {
-        if (httpContext.Features is Server.OwnRequest own && !own.RequestHeaderTable.Has(Server.RequestHeaderNames.XRequestId))
+        var own = httpContext.Features as Server.OwnRequest;
+        string requestId;
+        if (own is not null && !own.RequestHeaderTable.Has(Server.RequestHeaderNames.XRequestId))
         {
             // The usual case on the own servers, no id from the client: no lookups by string on either table.
-            var generated = HeaderRules.NewRequestId();
-            own.ResponseHeaderTable.SetKnown(ResponseRequestId, generated);
-            return new ProxySession(httpContext, generated, own);
+            requestId = HeaderRules.NewRequestId();
+            own.ResponseHeaderTable.SetKnown(ResponseRequestId, requestId);
         }
-        var incomingId = httpContext.Request.Headers["X-Request-ID"];
-        var requestId = incomingId.Count == 1 && HeaderRules.IsValidRequestId(incomingId[0]) ? incomingId[0]! : HeaderRules.NewRequestId();
-        httpContext.Response.Headers["X-Request-ID"] = requestId;
-        return new ProxySession(httpContext, requestId);
+        else
+        {
+            var incomingId = httpContext.Request.Headers["X-Request-ID"];
+            requestId = incomingId.Count == 1 && HeaderRules.IsValidRequestId(incomingId[0]) ? incomingId[0]! : HeaderRules.NewRequestId();
+            httpContext.Response.Headers["X-Request-ID"] = requestId;
+        }
+        if (own is null)
+        {
+            return new ProxySession(httpContext, requestId, null);
+        }
+        if (own.Session is { } kept)
+        {
+            kept.Reset(requestId);
+            return kept;
+        }
+        return own.Session = new ProxySession(httpContext, requestId, own);
     }
 
     /// <summary>

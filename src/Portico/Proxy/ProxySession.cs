@@ -7,7 +7,10 @@ namespace Portico.Proxy;
 /// <summary>
 /// One downstream request as it passes the phases: the ASP.NET <see cref="Microsoft.AspNetCore.Http.HttpContext"/>
 /// plus what the proxy learns along the way (request id, client address, the peer of each attempt, timings).
-/// Created by the runner per request; not thread-safe (one request is handled by one logical flow).
+/// Created by the runner per request; not thread-safe (one request is handled by one logical flow). On Portico's own
+/// servers one session object is kept with each pooled request context and reset for its next request
+/// (<see cref="Server.OwnRequest.Session"/>), like the HttpContext it wraps: neither may be used once the request has
+/// ended.
 /// </summary>
 public sealed class ProxySession
 {
@@ -24,6 +27,34 @@ public sealed class ProxySession
         Own = ownRequest;
         ClientAddress = (Own is { } own ? own.ClientIp : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
     }
+
+    /// <summary>
+    /// Makes a kept session (<see cref="Server.OwnRequest.Session"/>) the session of the context's next request: every
+    /// field back to what a new session has.
+    /// </summary>
+    internal void Reset(string requestId)
+    {
+        RequestId = requestId;
+        StartTimestamp = Stopwatch.GetTimestamp();
+        ClientAddress = (Own is { } own ? own.ClientIp : HttpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
+        Peer = null;
+        Attempts = 0;
+        UpstreamStatus = 0;
+        UpstreamHeaderTime = default;
+        ResponseBodyBytes = 0;
+        RequestBodyBytes = 0;
+        ReadTimeoutOverride = null;
+        UpstreamPathAndQuery = null;
+        RequestBodyStarted = false;
+        IsUpgrade = false;
+        Activity = null;
+    }
+
+    /// <summary>
+    /// The app's per-request context (<see cref="ProxyApp{TContext}.NewContext"/>) kept with a kept session, for an app
+    /// that resets and reuses it instead of allocating one per request (the gateway does); <see cref="Reset"/> leaves it.
+    /// </summary>
+    internal object? AppContext { get; set; }
 
     /// <summary>
     /// The request's state on Portico's own servers (HTTP/1.1 or h2c); null when Kestrel serves it (TLS HTTP/2, HTTP/1.1
@@ -57,7 +88,7 @@ public sealed class ProxySession
     public HttpResponse Response => HttpContext.Response;
 
     /// <summary>The X-Request-ID: the client's when well-formed, else generated. Sent upstream and returned.</summary>
-    public string RequestId { get; }
+    public string RequestId { get; private set; }
 
     /// <summary>The TCP peer of the downstream connection (phases may replace it, e.g. from a trusted X-Forwarded-For).</summary>
     public IPAddress ClientAddress { get; set; }

@@ -36,6 +36,12 @@ internal abstract class OwnRequest
     /// </summary>
     public bool Plain { get; protected set; }
 
+    /// <summary>
+    /// The proxy session of this context's current request, kept for its next one (<see cref="Proxy.ProxySession.Reset"/>):
+    /// the context is pooled, and the session wraps the context's own HttpContext, so both live exactly as long.
+    /// </summary>
+    internal Proxy.ProxySession? Session { get; set; }
+
     /// <summary>The TCP peer's address.</summary>
     public abstract IPAddress? ClientIp { get; }
 

@@ -13,20 +13,23 @@ namespace Portico.Threading;
 internal sealed class BufferPool
 {
     /// <summary>The own server's receive and send buffers: a request's head stays in its receive buffer until the response is done.</summary>
-    public static readonly BufferPool Connection = new(4 * 1024, 1024);
+    public static readonly BufferPool Connection = new(4 * 1024, 2048);
 
     /// <summary>The upstream request head written by the own HTTP/1.1 client (kept until the response head came, for a retry).</summary>
-    public static readonly BufferPool UpstreamRequestHead = new(2 * 1024, 1024);
+    public static readonly BufferPool UpstreamRequestHead = new(2 * 1024, 2048);
 
-    /// <summary>The upstream response head read by the own HTTP/1.1 client (and small bodies behind it).</summary>
-    public static readonly BufferPool UpstreamResponseHead = new(16 * 1024, 512);
+    /// <summary>
+    /// The upstream response head read by the own HTTP/1.1 client (and small bodies behind it); taken once the answer
+    /// may be there, so only the requests being answered at the moment hold one.
+    /// </summary>
+    public static readonly BufferPool UpstreamResponseHead = new(16 * 1024, 1024);
 
     private readonly PerCorePool<byte[]> _pool;
 
-    private BufferPool(int size, int perCore)
+    private BufferPool(int size, int total)
     {
         Size = size;
-        _pool = new PerCorePool<byte[]>(perCore);
+        _pool = new PerCorePool<byte[]>(PerCorePool<byte[]>.PerCoreFor(total));
     }
 
     public int Size { get; }

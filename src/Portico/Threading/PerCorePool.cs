@@ -27,6 +27,14 @@ internal sealed class PerCorePool<T> where T : class
 
     public int SlotsPerCore { get; }
 
+    /// <summary>
+    /// Slots per core for a pool meant to hold <paramref name="total"/> objects in all (at least
+    /// <paramref name="minimumPerCore"/> a core): a process pinned to one core has one stack, and one of 512 slots
+    /// left every request past the 512th in flight (c1000) allocating its object anew.
+    /// </summary>
+    public static int PerCoreFor(int total, int minimumPerCore = 64) =>
+        Math.Max(minimumPerCore, total / Math.Max(1, Environment.ProcessorCount));
+
     /// <summary>An object from the pool, or null when it has none to hand.</summary>
     public T? Rent()
     {

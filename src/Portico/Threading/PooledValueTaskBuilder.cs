@@ -191,8 +191,8 @@ internal abstract class PooledBox<TResult> : IValueTaskSource<TResult>, IValueTa
 
 internal sealed class PooledBox<TStateMachine, TResult> : PooledBox<TResult> where TStateMachine : IAsyncStateMachine
 {
-    private static readonly PerCorePool<PooledBox<TStateMachine, TResult>> Pool = new(BoxesPerCore);
-    private const int BoxesPerCore = 512;
+    // 2,048 boxes of a kind in all: one per request in flight, for a thousand connections and more.
+    private static readonly PerCorePool<PooledBox<TStateMachine, TResult>> Pool = new(PerCorePool<PooledBox<TStateMachine, TResult>>.PerCoreFor(2048, 512));
     private static readonly ContextCallback RunInContext = static box => ((PooledBox<TStateMachine, TResult>)box!).StateMachine!.MoveNext();
 
     public TStateMachine? StateMachine;

@@ -236,6 +236,45 @@ public sealed class RoutingTests : IClassFixture<RoutingTests.Fixture>
         Assert.Equal($"test-service GET {expected}", response.Body);
     }
 
+    /// <summary>
+    /// One keep-alive connection, so one pooled request context and the proxy session kept with it
+    /// (<c>OwnRequest.Session</c>): nothing of one request (a stripped path, the route, the request id, the status) may
+    /// carry over to the next.
+    /// </summary>
+    [Fact]
+    public async Task Route_KeepAliveRequests_KeptSessionCarriesNothingOver()
+    {
+        await using var connection = await RawHttpConnection.ConnectAsync(_fixture.Port);
+        var ids = new HashSet<string>();
+        foreach (var (requested, expected, upstream) in new[]
+        {
+            ("/strip/one", "/one", "test-service"),
+            ("/test/two", "/test/two", "test-service"),
+            ("/oauth/three", "/oauth/three", "oauth-service"),
+            ("/strip/four?x=1", "/four?x=1", "test-service"),
+            ("/test/five", "/test/five", "test-service"),
+        })
+        {
+            Assert.True(await connection.SendAsync($"GET {requested} HTTP/1.1\r\nHost: gw.test\r\n\r\n"));
+            var response = await connection.ReadResponseAsync();
+            Assert.NotNull(response);
+            Assert.True(response.Status == 200, requested + ": " + response);
+            Assert.Equal(upstream, response.Header("X-Upstream"));
+            Assert.Equal($"{upstream} GET {expected}", response.BodyText);
+            var id = response.Header("X-Request-ID");
+            Assert.False(string.IsNullOrEmpty(id));
+            Assert.True(ids.Add(id!), "request id repeated: " + id);
+        }
+        // And a 401 (no upstream attempt) between two proxied requests leaves no upstream state behind either.
+        Assert.True(await connection.SendAsync("GET /admin/x HTTP/1.1\r\nHost: gw.test\r\n\r\n"));
+        var refused = await connection.ReadResponseAsync();
+        Assert.Equal(401, refused!.Status);
+        Assert.Null(refused.Header("X-Upstream"));
+        Assert.True(await connection.SendAsync("GET /strip/six HTTP/1.1\r\nHost: gw.test\r\n\r\n"));
+        var last = await connection.ReadResponseAsync();
+        Assert.Equal("test-service GET /six", last!.BodyText);
+    }
+
     [Fact]
     public async Task Route_Respond_AnsweredByGatewayWithoutUpstream()
     {

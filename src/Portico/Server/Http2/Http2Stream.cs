@@ -26,7 +26,7 @@ internal sealed class Http2Stream : OwnRequest, IFeatureCollection, IHttpRequest
 {
     // A LIFO per core (the most recently used object, warm in the cache, is the next one handed out), 1,024 in all:
     // a linear scan of one shared array cost a probe per object in use at every rent and return.
-    private static readonly Threading.PerCorePool<Http2Stream> Pool = new(Math.Max(64, 1024 / Math.Max(1, Environment.ProcessorCount)));
+    private static readonly Threading.PerCorePool<Http2Stream> Pool = new(Threading.PerCorePool<Http2Stream>.PerCoreFor(2048));
 
     private readonly DefaultHttpContext _httpContext;
     private readonly Http2ResponseBodyWriter _bodyWriter;
