@@ -8,6 +8,7 @@
 #   A_ENV="X=1" B_ENV="DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0" bench/ab.sh BIN BIN
 #   URL_PATH=/bodies/64k.bin CONNECTIONS=64 ROUNDS=10 bench/ab.sh A_BIN B_BIN
 #   H2=1 CONNECTIONS=64 STREAMS=10 bench/ab.sh A_BIN B_BIN   # h2c with prior knowledge, h2load -m STREAMS
+#   bench/ab.sh A_BIN haproxy                    # against HAProxy (bench/run.sh's config: one thread, http-reuse always)
 #
 # Needs nginx (the origin), wrk, taskset, python3. Everything listens on 127.0.0.1; all processes it starts are
 # stopped on exit. Build each side with `dotnet publish src/Portico.Cli -c Release -o <dir>`.
@@ -29,7 +30,10 @@ LOADER=wrk; [[ $H2 == 1 ]] && LOADER=h2load
 for tool in nginx $LOADER taskset python3; do
     command -v "$tool" >/dev/null || { echo "ab.sh: $tool not found" >&2; exit 1; }
 done
-[[ -x $A_BIN && -x $B_BIN ]] || { echo "ab.sh: $A_BIN or $B_BIN is not an executable" >&2; exit 1; }
+for bin in "$A_BIN" "$B_BIN"; do
+    [[ $bin == haproxy || -x $bin ]] || { echo "ab.sh: $bin is not an executable (nor 'haproxy')" >&2; exit 1; }
+    [[ $bin != haproxy ]] || command -v haproxy >/dev/null || { echo "ab.sh: haproxy not found" >&2; exit 1; }
+done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if [[ $(nproc) -ge 2 ]]; then PIN_PROXY=(taskset -c 0); PIN_LOAD=(taskset -c 1); else PIN_PROXY=(); PIN_LOAD=(); fi
@@ -75,7 +79,28 @@ http {
 EOF
 for side in A B; do
     if [[ $side == A ]]; then port=$PORT_A; metrics=$METRICS_A; else port=$PORT_B; metrics=$METRICS_B; fi
-    # The same config bench/run.sh gives Portico: its default features on.
+    # The same configs bench/run.sh gives HAProxy and Portico (Portico with its default features on).
+    cat >"$TMP/$side.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 12048
+    no strict-limits
+defaults
+    mode http
+    maxconn 12048
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 75s
+    timeout server 60s
+    timeout http-keep-alive 75s
+    timeout http-request 10s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:$port backlog 4096
+    default_backend origin
+backend origin
+    server origin1 127.0.0.1:$ORIGIN
+EOF
     cat >"$TMP/$side.yaml" <<EOF
 server:
   bind_address: "127.0.0.1:$port"
@@ -99,12 +124,18 @@ done
 
 "${PIN_LOAD[@]}" nginx -c "$TMP/origin.conf" -e "$TMP/origin-error.log" >"$TMP/origin.out" 2>&1 &
 PIDS+=($!)
-# shellcheck disable=SC2086 # A_ENV/B_ENV are lists of VAR=value words
-env $A_ENV "${PIN_PROXY[@]}" "$A_BIN" "$TMP/A.yaml" >"$TMP/A.out" 2>&1 &
-A=$!; PIDS+=("$A")
-# shellcheck disable=SC2086
-env $B_ENV "${PIN_PROXY[@]}" "$B_BIN" "$TMP/B.yaml" >"$TMP/B.out" 2>&1 &
-B=$!; PIDS+=("$B")
+start() { # start SIDE BIN ENV -> pid on stdout
+    if [[ $2 == haproxy ]]; then
+        # shellcheck disable=SC2086 # ENV is a list of VAR=value words
+        env $3 "${PIN_PROXY[@]}" haproxy -db -f "$TMP/$1.cfg" >"$TMP/$1.out" 2>&1 &
+    else
+        # shellcheck disable=SC2086
+        env $3 "${PIN_PROXY[@]}" "$2" "$TMP/$1.yaml" >"$TMP/$1.out" 2>&1 &
+    fi
+    echo $!
+}
+start A "$A_BIN" "$A_ENV" >"$TMP/A.pid"; A=$(cat "$TMP/A.pid"); PIDS+=("$A")
+start B "$B_BIN" "$B_ENV" >"$TMP/B.pid"; B=$(cat "$TMP/B.pid"); PIDS+=("$B")
 
 for port in "$PORT_A" "$PORT_B"; do
     for _ in $(seq 1 150); do
