@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
+using Portico.IntegrationTests.Infrastructure;
 using Portico.Server.Http2;
 
 namespace Portico.IntegrationTests.Protocols;
@@ -118,6 +119,45 @@ public sealed class Http2ServerTests : IClassFixture<Http2Tests.Fixture>
         Assert.False(_fixture.Gateway.HasExited);
     }
 
+    /// <summary>
+    /// The keep-alive timeout of an idle h2c connection, which the shared once-a-second heartbeat of the own servers
+    /// enforces (each connection had a timer of its own before): GOAWAY with NO_ERROR naming the last stream served,
+    /// then the close, within the timeout and two beats.
+    /// </summary>
+    [Fact(Timeout = 30_000)]
+    public async Task IdleConnection_PastTheKeepAliveTimeout_GoAwayNoErrorThenClosed()
+    {
+        await using var upstream = await TestUpstream.StartAsync(ProtocolTestKit.DescribeRequestAsync);
+        var port = Ports.GetFree();
+        await using var gateway = await GatewayProcess.StartAsync($"""
+            server:
+              listen_address: "127.0.0.1"
+              listen_port: {port}
+              idle_timeout_seconds: 2
+            admin:
+              enabled: false
+            logging:
+              level: warn
+            upstreams:
+              - name: h1
+                servers: ["{upstream.Address}"]
+            routes:
+              - path: "/*"
+                upstream: h1
+            """, port);
+        await using var client = await RawH2Client.ConnectAsync(port);
+        await client.SendHeadersAsync(1, [(":method", "GET"), (":scheme", "http"), (":path", "/idle"), (":authority", $"127.0.0.1:{port}")], endStream: true);
+        await client.ReadUntilAsync(f => f.Type == FrameType.Data && (f.Flags & FrameFlags.EndStream) != 0 && f.StreamId == 1);
+        var served = System.Diagnostics.Stopwatch.StartNew();
+
+        var goAway = await client.ReadUntilAsync(f => f.Type == FrameType.GoAway);
+
+        Assert.InRange(served.Elapsed.TotalSeconds, 1.5, 5.5);
+        Assert.Equal(1, BinaryPrimitives.ReadInt32BigEndian(goAway.Payload) & 0x7fffffff);
+        Assert.Equal((uint)Http2ErrorCode.NoError, BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload.AsSpan(4)));
+        Assert.True(await client.ClosedAsync(TimeSpan.FromSeconds(5)), "the connection stayed open after GOAWAY");
+    }
+
     private (string Name, string Value)[] Request(string path, params (string Name, string Value)[] extra)
     {
         var list = new List<(string, string)> { (":method", "GET"), (":scheme", "http"), (":path", path), (":authority", $"127.0.0.1:{_fixture.GatewayPort}") };
@@ -174,6 +214,28 @@ public sealed class Http2ServerTests : IClassFixture<Http2Tests.Fixture>
             {
                 var n = Math.Min(chunk, length - offset);
                 await SendFrameAsync(FrameType.Continuation, offset + n == length ? FrameFlags.EndHeaders : (byte)0, streamId, block[offset..(offset + n)]);
+            }
+        }
+
+        /// <summary>True when the server closes the connection within <paramref name="within"/> (frames before that are skipped).</summary>
+        public async Task<bool> ClosedAsync(TimeSpan within)
+        {
+            using var timeout = new CancellationTokenSource(within);
+            var buffer = new byte[4096];
+            try
+            {
+                while (await _stream.ReadAsync(buffer, timeout.Token) > 0)
+                {
+                }
+                return true;
+            }
+            catch (IOException)
+            {
+                return true;   // a reset is a close too
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
             }
         }
 

@@ -28,7 +28,7 @@ namespace Portico.Server.Http2;
 /// (CVE-2023-44487: streams reset while their app still runs count against the stream limit), PING and SETTINGS
 /// floods. TLS connections (ALPN h2) stay on Kestrel. <c>PORTICO_HTTP2_SERVER=kestrel</c> hands h2c to Kestrel too.</para>
 /// </remarks>
-internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
+internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem, IHeartbeatMember
 {
     /// <summary>The environment variable that turns this server off ("kestrel").</summary>
     public const string Variable = "PORTICO_HTTP2_SERVER";
@@ -96,7 +96,10 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
     private TaskCompletionSource? _drained;
     private Task _flushing = Task.CompletedTask;
     private readonly List<Http2Stream> _blockedOnConnection = [];
-    private Timer? _timer;
+    // The connection's place in the heartbeat's set (ConnectionHeartbeat), -1 outside it.
+    private int _heartbeatSlot = -1;
+
+    int Portico.Threading.ISlotted.Slot { get => _heartbeatSlot; set => _heartbeatSlot = value; }
 
     public Http2ServerConnection(FastConnection fast, Func<HttpContext, ValueTask> app, KestrelServerOptions options, ILogger logger)
     {
@@ -138,7 +141,7 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
     public async Task RunAsync()
     {
         var limits = _options.Limits;
-        _timer = new Timer(static s => ((Http2ServerConnection)s!).OnTimer(), this, 1000, 1000);
+        ConnectionHeartbeat.Add(this);
         using var closeRequested = _fast.ConnectionClosedRequested.UnsafeRegister(static s => ((Http2ServerConnection)s!).BeginShutdown(), this);
         if (_fast.CloseRequestedEarly)
         {
@@ -207,7 +210,7 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
         finally
         {
             await EndAsync(code, reason);
-            _timer.Dispose();
+            ConnectionHeartbeat.Remove(this);
         }
     }
 
@@ -1471,9 +1474,9 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem
         }
     }
 
-    private void OnTimer()
+    /// <summary>The heartbeat's visit, once a second: the keep-alive timeout of an idle connection, and the end of a shutdown.</summary>
+    public void OnHeartbeat(long now)
     {
-        var now = Environment.TickCount64;
         var keepAlive = _options.Limits.KeepAliveTimeout;
         bool idle;
         long shutdownAt;
