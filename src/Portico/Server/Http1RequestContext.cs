@@ -32,7 +32,7 @@ internal sealed partial class Http1RequestContext : OwnRequest, IFeatureCollecti
     IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IHttpConnectionFeature,
     IHttpRequestIdentifierFeature, IHttpUpgradeFeature, IHttpBodyControlFeature, IHttpMaxRequestBodySizeFeature
 {
-    // A LIFO per core (the most recently used object, warm in the cache, is the next one handed out), 1,024 in all:
+    // A LIFO per core (the most recently used object, warm in the cache, is the next one handed out), 2,048 in all:
     // a linear scan of one shared array cost a probe per object in use at every rent and return.
     private static readonly Threading.PerCorePool<Http1RequestContext> Pool = new(Threading.PerCorePool<Http1RequestContext>.PerCoreFor(2048));
     private static readonly byte[]?[] StatusLines = new byte[]?[600];

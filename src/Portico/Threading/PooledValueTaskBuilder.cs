@@ -10,7 +10,8 @@ namespace Portico.Threading;
 // wait is moved into a box that is itself the IValueTaskSource, and the box is reused once its result was read —
 // with a pool sized for a proxy: .NET keeps one box per thread and one per core, so with 64 or more requests in
 // flight nearly every request allocated a new box for each such frame (about 1.5 KB per request at c64-c256,
-// measured with dotnet-trace). Here each box type has a pool (PerCorePool) of up to 512 boxes per core.
+// measured with dotnet-trace). Here each box type has a pool (PerCorePool) of 2,048 boxes in all (at least 512 per
+// core), one per request in flight for a thousand connections and more.
 //
 // Behaviour is that of .NET's builders: the method starts on the caller's thread (execution context saved and
 // restored around it by AsyncMethodBuilderCore through the BCL builder's Start), each continuation runs in the

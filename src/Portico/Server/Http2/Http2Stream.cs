@@ -24,7 +24,7 @@ internal sealed class Http2Stream : OwnRequest, IFeatureCollection, IHttpRequest
     IHttpRequestIdentifierFeature, IHttpResponseTrailersFeature, IHttpExtendedConnectFeature, IHttpBodyControlFeature,
     IHttpMaxRequestBodySizeFeature, IHttpResetFeature, IHttpUpgradeFeature
 {
-    // A LIFO per core (the most recently used object, warm in the cache, is the next one handed out), 1,024 in all:
+    // A LIFO per core (the most recently used object, warm in the cache, is the next one handed out), 2,048 in all:
     // a linear scan of one shared array cost a probe per object in use at every rent and return.
     private static readonly Threading.PerCorePool<Http2Stream> Pool = new(Threading.PerCorePool<Http2Stream>.PerCoreFor(2048));
 
