@@ -73,6 +73,36 @@ public sealed class EpollSocketTests
         Assert.Equal("world", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
     }
 
+    /// <summary>
+    /// The failures of recv(2) and send(2) come from errno, which the own loop reads itself when a call returns -1 (no
+    /// SetLastError marshalling): an empty socket is EAGAIN (WouldBlock), a peer's reset is ECONNRESET on the next
+    /// receive, and a send after that fails too instead of reporting bytes sent.
+    /// </summary>
+    [Fact]
+    public async Task Errno_EmptyIsWouldBlock_PeerResetIsConnectionReset()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        using var pair = await PairAsync();
+        var (io, peer) = (pair.Io, pair.Peer);
+        var buffer = new byte[64];
+
+        Assert.Equal(0, io.Receive(buffer, out var error));
+        Assert.Equal(SocketError.WouldBlock, error);
+
+        peer.LingerState = new LingerOption(true, 0);
+        peer.Close();   // linger 0: RST, not FIN
+        await io.WaitReadableAsync().AsTask().WaitAsync(Timeout);
+        Assert.Equal(0, io.Receive(buffer, out error));
+        Assert.Equal(SocketError.ConnectionReset, error);
+
+        var sent = io.Send("after the reset"u8, out error);
+        Assert.Equal(0, sent);
+        Assert.True(error is SocketError.ConnectionReset or SocketError.Shutdown or SocketError.ConnectionAborted, error.ToString());
+    }
+
     [Fact]
     public async Task FullRead_KeepsTheSocketReadable()
     {

@@ -350,12 +350,15 @@ internal static unsafe partial class EpollNative
     private static partial int EpollWait(int epfd, void* events, int maxEvents, int timeout);
 
     // recv and send on these non-blocking sockets return at once (at most a copy of the buffer, microseconds even for
-    // 1 MiB), so they skip the GC transition (a GC waits for them to return); epoll_wait blocks and keeps it.
-    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    // 1 MiB), so they skip the GC transition (a GC waits for them to return); epoll_wait blocks and keeps it. Without
+    // SetLastError: its marshalling clears errno before every call and reads it after (two calls into the runtime's
+    // native library, and a thread-local lookup each); the caller reads errno itself, only when the call returned -1
+    // (Marshal.GetLastSystemError, at once, as that marshalling does).
+    [LibraryImport("libc", EntryPoint = "recv")]
     [SuppressGCTransition]
     public static partial nint Recv(int fd, byte* buffer, nint length, int flags);
 
-    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
+    [LibraryImport("libc", EntryPoint = "send")]
     [SuppressGCTransition]
     public static partial nint Send(int fd, byte* buffer, nint length, int flags);
 

@@ -117,7 +117,7 @@ internal sealed class EpollSocket
                     error = SocketError.Success;
                     return (int)n;
                 }
-                var errno = Marshal.GetLastPInvokeError();
+                var errno = Marshal.GetLastSystemError();   // -1: errno is the reason (see EpollNative.Recv)
                 if (errno == EpollNative.EIntr)
                 {
                     continue;
@@ -244,7 +244,7 @@ internal sealed class EpollSocket
                     error = SocketError.Success;
                     return (int)n;
                 }
-                var errno = Marshal.GetLastPInvokeError();
+                var errno = Marshal.GetLastSystemError();   // -1: errno is the reason (see EpollNative.Recv)
                 if (errno == EpollNative.EIntr)
                 {
                     continue;
