@@ -13,6 +13,8 @@
 # Needs nginx (the origin), wrk, taskset, python3. Everything listens on 127.0.0.1; all processes it starts are
 # stopped on exit. Build each side with `dotnet publish src/Portico.Cli -c Release -o <dir>`.
 set -euo pipefail
+# shellcheck source=bench/haproxy-config.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/haproxy-config.sh"
 
 A_BIN=${1:?usage: bench/ab.sh A_BIN B_BIN}
 B_BIN=${2:?usage: bench/ab.sh A_BIN B_BIN}
@@ -80,27 +82,7 @@ EOF
 for side in A B; do
     if [[ $side == A ]]; then port=$PORT_A; metrics=$METRICS_A; else port=$PORT_B; metrics=$METRICS_B; fi
     # The same configs bench/run.sh gives HAProxy and Portico (Portico with its default features on).
-    cat >"$TMP/$side.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 12048
-    no strict-limits
-defaults
-    mode http
-    maxconn 12048
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 75s
-    timeout server 60s
-    timeout http-keep-alive 75s
-    timeout http-request 10s
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:$port backlog 4096
-    default_backend origin
-backend origin
-    server origin1 127.0.0.1:$ORIGIN
-EOF
+    haproxy_config "$port" "$ORIGIN" 12048 >"$TMP/$side.cfg"
     cat >"$TMP/$side.yaml" <<EOF
 server:
   bind_address: "127.0.0.1:$port"

@@ -13,6 +13,8 @@ set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+# shellcheck source=bench/haproxy-config.sh
+. "$BENCH_DIR/haproxy-config.sh"
 
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
@@ -437,31 +439,7 @@ EOF
             } >"$TMP/$name.conf"
             ;;
         haproxy)
-            cat >"$TMP/$name.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $HAPROXY_MAXCONN
-    no strict-limits
-
-defaults
-    mode http
-    maxconn $HAPROXY_MAXCONN
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 75s
-    timeout server 60s
-    timeout http-keep-alive 75s
-    timeout http-request 10s
-    http-reuse always
-
-frontend bench
-    bind 127.0.0.1:$port backlog 4096
-    bind 127.0.0.1:$h2port proto h2 backlog 4096
-    default_backend origin
-
-backend origin
-    server origin1 127.0.0.1:$ORIGIN_PORT
-EOF
+            haproxy_config "$port" "$ORIGIN_PORT" "$HAPROXY_MAXCONN" "$h2port" >"$TMP/$name.cfg"
             ;;
         portico)
             pick_port
