@@ -9,8 +9,9 @@ namespace Portico.IntegrationTests.Protocols;
 /// <summary>
 /// Portico's own HTTP/2 server under input no well-behaved client sends, over a raw socket to the real gateway: a
 /// malformed request is reset and the connection goes on, an oversized frame ends the connection with
-/// FRAME_SIZE_ERROR, a header list over the limit is answered 431, and a rapid-reset burst (CVE-2023-44487) neither
-/// takes the gateway down nor leaves it unable to serve the next client.
+/// FRAME_SIZE_ERROR, a header list over the limit is answered 431, a rapid-reset burst (CVE-2023-44487) neither
+/// takes the gateway down nor leaves it unable to serve the next client, and a connection left idle past the
+/// keep-alive timeout is sent GOAWAY and closed.
 /// </summary>
 public sealed class Http2ServerTests : IClassFixture<Http2Tests.Fixture>
 {
