@@ -141,6 +141,49 @@ internal struct PooledValueTaskBuilder<TResult>
     }
 }
 
+/// <summary>
+/// The return type of a method started and left to run on its own (nobody awaits it): <c>async Detached M()</c> is
+/// what <c>_ = MAsync()</c> of an <c>async Task</c> was, without the Task and state-machine box allocated for every
+/// call. Its box is pooled and recycled when the method ends. An exception escaping the method is written to the
+/// standard error (a bug: such methods handle their own failures), as the epoll loops do, and does not end the process.
+/// </summary>
+[AsyncMethodBuilder(typeof(DetachedBuilder))]
+internal readonly struct Detached;
+
+/// <summary>Builder for <c>async Detached</c> methods (see <see cref="Detached"/>).</summary>
+[StructLayout(LayoutKind.Auto)]
+internal struct DetachedBuilder
+{
+    private PooledValueTaskBuilder<VoidResult> _inner;
+
+    public static DetachedBuilder Create() => default;
+
+    public readonly Detached Task => default;
+
+    public readonly void Start<TStateMachine>(ref TStateMachine stateMachine) where TStateMachine : IAsyncStateMachine =>
+        _inner.Start(ref stateMachine);
+
+    public readonly void SetStateMachine(IAsyncStateMachine stateMachine) => _inner.SetStateMachine(stateMachine);
+
+    // Both are the last thing the method's MoveNext does (the compiler's code returns right after them), so the box
+    // can go back to its pool here although that MoveNext is still on the stack: nothing reads the box after this.
+    public readonly void SetResult() => _inner.Box?.RecycleDetached();
+
+    public readonly void SetException(Exception exception)
+    {
+        _inner.Box?.RecycleDetached();
+        Console.Error.WriteLine("portico: unhandled exception in a detached method: " + exception);
+    }
+
+    public void AwaitOnCompleted<TAwaiter, TStateMachine>(ref TAwaiter awaiter, ref TStateMachine stateMachine)
+        where TAwaiter : INotifyCompletion where TStateMachine : IAsyncStateMachine =>
+        _inner.AwaitOnCompleted(ref awaiter, ref stateMachine);
+
+    public void AwaitUnsafeOnCompleted<TAwaiter, TStateMachine>(ref TAwaiter awaiter, ref TStateMachine stateMachine)
+        where TAwaiter : ICriticalNotifyCompletion where TStateMachine : IAsyncStateMachine =>
+        _inner.AwaitUnsafeOnCompleted(ref awaiter, ref stateMachine);
+}
+
 /// <summary>The result type of the non-generic builder.</summary>
 internal readonly struct VoidResult;
 
@@ -188,6 +231,9 @@ internal abstract class PooledBox<TResult> : IValueTaskSource<TResult>, IValueTa
     }
 
     void IValueTaskSource.GetResult(short token) => GetResult(token);
+
+    /// <summary>The end of a detached method (<see cref="DetachedBuilder"/>): no result to hand over, the box goes back now.</summary>
+    internal void RecycleDetached() => Recycle();
 }
 
 internal sealed class PooledBox<TStateMachine, TResult> : PooledBox<TResult> where TStateMachine : IAsyncStateMachine

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging;
+using Portico.Threading;
 using BadHttpRequestException = Microsoft.AspNetCore.Http.BadHttpRequestException;
 
 namespace Portico.Server.Http2;
@@ -890,7 +891,8 @@ internal sealed partial class Http2ServerConnection : IThreadPoolWorkItem, IHear
 
     // ---- streams ----
 
-    private async Task RunStreamAsync(Http2Stream stream, bool headersTooLarge)
+    // Detached: its box is pooled and recycled when the stream is done (an `async Task` allocated one per stream).
+    private async Detached RunStreamAsync(Http2Stream stream, bool headersTooLarge)
     {
         try
         {

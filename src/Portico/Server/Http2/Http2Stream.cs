@@ -48,6 +48,12 @@ internal sealed class Http2Stream : OwnRequest, IFeatureCollection, IHttpRequest
     private byte[] _head = new byte[1024];
     private int _headLength;
 
+    // The last :path seen and its strings (SetTarget).
+    private byte[] _lastTarget = [];
+    private string _lastRawTarget = "/";
+    private string _lastPath = "/";
+    private string _lastQuery = string.Empty;
+
     // The request body as it arrived, not yet read by the app (guarded by the connection's lock).
     private byte[]? _body;
     private int _bodyStart;
@@ -190,6 +196,15 @@ internal sealed class Http2Stream : OwnRequest, IFeatureCollection, IHttpRequest
 
     internal void SetTarget(ReadOnlySpan<byte> target)
     {
+        // A client asks for the same :path again and again (streams are pooled, so this is the last target of
+        // whichever connection used the stream): the strings of the last one are kept, as HTTP/1.1 does.
+        if (target.SequenceEqual(_lastTarget))
+        {
+            RawTarget = _lastRawTarget;
+            Path = _lastPath;
+            QueryString = _lastQuery;
+            return;
+        }
         var raw = Encoding.ASCII.GetString(target);
         RawTarget = raw;
         var query = raw.IndexOf('?');
@@ -204,6 +219,13 @@ internal sealed class Http2Stream : OwnRequest, IFeatureCollection, IHttpRequest
             path = RemoveDotSegments(path);
         }
         Path = path;
+        if (target.Length <= 256)
+        {
+            _lastTarget = target.ToArray();
+            _lastRawTarget = raw;
+            _lastPath = path;
+            _lastQuery = QueryString;
+        }
     }
 
     /// <summary>RFC 3986 §5.2.4 for the routed path, as Kestrel does: "/a/../b" is routed as "/b".</summary>
