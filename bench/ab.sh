@@ -2,7 +2,7 @@
 # Interleaved A/B of two Portico builds (or one build under two environments), the way docs/performance.md measures
 # one change on a noisy machine: both run at once pinned to the same core, each is warmed up, then ROUNDS rounds
 # alternate D seconds of wrk load on A and on B while the other is stopped (SIGSTOP). Reported: requests per proxy
-# CPU-second (utime+stime from /proc) per round, and the medians.
+# CPU-second (utime+stime from /proc) per round, and the medians; with wrk also each round's p99 latency.
 #
 #   bench/ab.sh A_BIN B_BIN                      # two published builds (path to the `portico` executable)
 #   A_ENV="X=1" B_ENV="DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0" bench/ab.sh BIN BIN
@@ -129,21 +129,25 @@ for port in "$PORT_A" "$PORT_B"; do
 done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s"
-    local before after rps
+measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s p99_ms" (p99 "-" for h2load)
+    local before after rps p99=- out
     before=$(cpu_ticks "$1")
     if [[ $H2 == 1 ]]; then
         rps=$("${PIN_LOAD[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D"$3" "http://127.0.0.1:$2$URL_PATH" | awk '/^finished in/{print $4}')
     else
-        rps=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s "http://127.0.0.1:$2$URL_PATH" | awk '/Requests\/sec/{print $2}')
+        out=$("${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --latency "http://127.0.0.1:$2$URL_PATH")
+        rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+        # wrk prints "99%   18.14ms" (or us / s)
+        p99=$(awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+                  printf "%.3f", (u == "us" ? v / 1000 : u == "s" ? v * 1000 : v) }' <<<"$out")
     fi
     after=$(cpu_ticks "$1")
-    python3 -c "import os; t=($after-$before)/os.sysconf('SC_CLK_TCK'); print('%.0f %.0f' % ($rps*$3/t if t>0 else 0, $rps))"
+    python3 -c "import os; t=($after-$before)/os.sysconf('SC_CLK_TCK'); print('%.0f %.0f %s' % ($rps*$3/t if t>0 else 0, $rps, '$p99'))"
 }
 
 echo "A: $A_BIN ${A_ENV:+($A_ENV)}"
 echo "B: $B_BIN ${B_ENV:+($B_ENV)}"
-echo "$LOADER -c$CONNECTIONS$([[ $H2 == 1 ]] && echo " -m$STREAMS") $URL_PATH; warm-up ${WARMUP} s each; $ROUNDS rounds of $D s, alternating; req per CPU-s / req/s"
+echo "$LOADER -c$CONNECTIONS$([[ $H2 == 1 ]] && echo " -m$STREAMS") $URL_PATH; warm-up ${WARMUP} s each; $ROUNDS rounds of $D s, alternating; req per CPU-s / req/s$([[ $H2 == 1 ]] || echo " / p99 ms")"
 kill -STOP "$B"; measure "$A" "$PORT_A" "$WARMUP" >/dev/null; kill -CONT "$B"
 kill -STOP "$A"; measure "$B" "$PORT_B" "$WARMUP" >/dev/null; kill -CONT "$A"
 : >"$TMP/rounds"
@@ -166,10 +170,15 @@ for side in "AB":
     per_cpu = [float(r[2]) for r in rows if r[1] == side]
     rps = [float(r[3]) for r in rows if r[1] == side]
     med[side] = statistics.median(per_cpu)
-    print(f"{side}: median {med[side]:,.0f} req per CPU-s (min {min(per_cpu):,.0f}, max {max(per_cpu):,.0f}); median {statistics.median(rps):,.0f} req/s")
+    p99 = [float(r[4]) for r in rows if r[1] == side and len(r) > 4 and r[4] != "-"]
+    med["p99" + side] = statistics.median(p99) if p99 else None
+    print(f"{side}: median {med[side]:,.0f} req per CPU-s (min {min(per_cpu):,.0f}, max {max(per_cpu):,.0f}); median {statistics.median(rps):,.0f} req/s"
+          + (f"; median p99 {med['p99' + side]:.2f} ms" if p99 else ""))
 by_round = {}
 for r in rows:
     by_round.setdefault(r[0], {})[r[1]] = float(r[2])
 wins = sum(1 for v in by_round.values() if len(v) == 2 and v["B"] > v["A"])
 print(f"B / A = {med['B'] / med['A']:.3f} (medians); B better in {wins} of {len(by_round)} rounds")
+if med["p99A"] and med["p99B"]:
+    print(f"p99 B / A = {med['p99B'] / med['p99A']:.3f} (medians)")
 EOF
