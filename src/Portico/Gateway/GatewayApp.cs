@@ -102,7 +102,8 @@ public sealed partial class GatewayApp : ProxyApp<GatewayContext>
     {
         var request = session.Request;
         var snapshot = ctx.Snapshot;
-        var route = snapshot.Routes.Match(request.Host.Host, request.Method, request.Path.Value ?? "/", request.Headers);
+        // The Host value as sent (port included: Match drops it), not HostString.Host, which cuts a new string per request.
+        var route = snapshot.Routes.Match(request.Host.Value ?? string.Empty, request.Method, request.Path.Value ?? "/", request.Headers);
         if (route is null)
         {
             if (snapshot.DefaultUpstream is null)
