@@ -160,6 +160,7 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
     {
         try
         {
+            _io?.FlushDeferred();   // an answer held for the end of the loop's batch (a 400, say) goes out first
             _socket.Shutdown(SocketShutdown.Both);
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
@@ -220,6 +221,18 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
             _ = LingerAsync();
             return;
         }
+        if (_io is { } held && !held.FlushDeferred())
+        {
+            // The socket's buffer had no room for all of the last response (a slow reader): it goes out before the close.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            try
+            {
+                await held.FlushDeferredAsync(timeout.Token);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException)
+            {
+            }
+        }
         _io?.Close();
         _socket.Dispose();
         FireClosed();
@@ -242,8 +255,12 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
         var scratch = ArrayPool<byte>.Shared.Rent(4096);
         try
         {
-            _socket.Shutdown(SocketShutdown.Send);
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            if (_io is { } held)
+            {
+                await held.FlushDeferredAsync(timeout.Token);   // the response before the FIN
+            }
+            _socket.Shutdown(SocketShutdown.Send);
             if (_io is { } io)
             {
                 while (await io.ReceiveAsync(scratch, timeout.Token) > 0)

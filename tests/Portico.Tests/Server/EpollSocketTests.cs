@@ -357,4 +357,156 @@ public sealed class EpollSocketTests
         Assert.Equal(["continuation", "deferred"], order);
         Assert.Equal(0, ran);
     }
+
+    /// <summary>Runs <paramref name="action"/> on the socket's loop thread, inside a batch of events (a continuation of a receive).</summary>
+    private static async Task RunInBatchAsync(Pair pair, Action action)
+    {
+        var ran = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var buffer = new byte[1];
+        var pending = await Task.Run(() =>
+        {
+            var awaiter = pair.Io.ReceiveAsync(buffer).GetAwaiter();
+            if (awaiter.IsCompleted)
+            {
+                return false;
+            }
+            awaiter.UnsafeOnCompleted(() =>
+            {
+                try
+                {
+                    Assert.StartsWith("portico-epoll-", Thread.CurrentThread.Name);
+                    action();
+                    ran.TrySetResult();
+                }
+                catch (Exception ex)
+                {
+                    ran.TrySetException(ex);
+                }
+            });
+            return true;
+        });
+        Assert.True(pending);
+        pair.Peer.Send("!"u8);
+        await ran.Task.WaitAsync(Timeout);
+    }
+
+    private static async Task<string> ReceiveTextAsync(Socket peer, int length)
+    {
+        var buffer = new byte[length];
+        var got = 0;
+        using var timeout = new CancellationTokenSource(Timeout);
+        while (got < length)
+        {
+            int n;
+            try
+            {
+                n = await peer.ReceiveAsync(buffer.AsMemory(got), SocketFlags.None, timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"{got} of {length} bytes came; the last ones: '{System.Text.Encoding.ASCII.GetString(buffer, Math.Max(0, got - 8), Math.Min(got, 8))}'");
+            }
+            Assert.True(n > 0, $"the peer's stream ended after {got} of {length} bytes");
+            got += n;
+        }
+        return System.Text.Encoding.ASCII.GetString(buffer);
+    }
+
+    /// <summary>
+    /// Small sends made on the loop thread during a batch are held and go out together at the end of it (the peer
+    /// has nothing while the batch runs), in order; a send from another thread goes out at once.
+    /// </summary>
+    [Fact]
+    public async Task SendOnTheLoop_HeldUntilTheBatchEnds_InOrder_ElsewhereSentAtOnce()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        using var pair = await PairAsync();
+        var availableDuringBatch = -1;
+        var completedAtOnce = false;
+
+        await RunInBatchAsync(pair, () =>
+        {
+            var first = pair.Io.SendAsync("hello "u8.ToArray());
+            var second = pair.Io.SendAsync("world"u8.ToArray());
+            completedAtOnce = first.IsCompletedSuccessfully && second.IsCompletedSuccessfully;
+            availableDuringBatch = pair.Peer.Available;
+        });
+
+        Assert.True(completedAtOnce);
+        Assert.Equal(0, availableDuringBatch);
+        Assert.Equal("hello world", await ReceiveTextAsync(pair.Peer, 11));
+
+        await pair.Io.SendAsync("now"u8.ToArray());
+        Assert.Equal(3, pair.Peer.Available);
+    }
+
+    /// <summary>A close right after a held send (a response with Connection: close) sends the held bytes first.</summary>
+    [Fact]
+    public async Task Close_RightAfterAHeldSend_TheBytesGoOutBeforeTheEnd()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        using var pair = await PairAsync();
+
+        await RunInBatchAsync(pair, () =>
+        {
+            _ = pair.Io.SendAsync("bye"u8.ToArray());
+            pair.Io.Close();
+            pair.Io.Socket.Shutdown(SocketShutdown.Send);
+        });
+
+        Assert.Equal("bye", await ReceiveTextAsync(pair.Peer, 3));
+        Assert.Equal(0, await pair.Peer.ReceiveAsync(new byte[8], SocketFlags.None).WaitAsync(Timeout));
+    }
+
+    /// <summary>
+    /// When the peer does not read and the socket's buffer is full, held bytes that find no room at the end of the
+    /// batch go out as room comes, and a later send waits for them: nothing is lost or reordered.
+    /// </summary>
+    [Fact]
+    public async Task HeldBytes_SocketBufferFull_GoOutAsRoomComes_BeforeALaterSend()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        using var pair = await PairAsync();
+        long filled = 0;
+        var held = 0;
+
+        await RunInBatchAsync(pair, () =>
+        {
+            // Fill the socket (one plain send(2) after another, until it takes no more), then hold 3 KiB.
+            var chunk = new byte[16 * 1024];
+            Array.Fill(chunk, (byte)'f');
+            while (true)
+            {
+                var n = pair.Io.Send(chunk, out var error);
+                filled += n;
+                if (error == SocketError.WouldBlock || n == 0)
+                {
+                    break;
+                }
+            }
+            var tail = new byte[3 * 1024];
+            Array.Fill(tail, (byte)'h');
+            var send = pair.Io.SendAsync(tail);
+            held = send.IsCompletedSuccessfully ? tail.Length : -1;
+        });
+        Assert.Equal(3 * 1024, held);
+
+        var later = pair.Io.SendAsync("END"u8.ToArray()).AsTask();
+        await Task.Delay(100);
+        Assert.False(later.IsCompleted, "a send overtook held bytes the socket had no room for");
+
+        var total = (int)filled + 3 * 1024 + 3;
+        var all = await ReceiveTextAsync(pair.Peer, total);
+        await later.WaitAsync(Timeout);
+        Assert.Equal(new string('f', (int)filled) + new string('h', 3 * 1024) + "END", all);
+    }
 }

@@ -206,6 +206,9 @@ internal sealed unsafe class EpollLoop
         }
     }
 
+    /// <summary>True on this loop's own thread.</summary>
+    public bool IsCurrent => t_current == this;
+
     /// <summary>
     /// When called on a loop thread, runs <paramref name="item"/> on that thread once the current batch of events has
     /// been dispatched, and returns true; elsewhere returns false (the caller then uses the thread pool). What every

@@ -16,15 +16,37 @@ namespace Portico.Server.Epoll;
 /// write-side event only when the socket's buffer is full.
 /// </summary>
 /// <remarks>
+/// <para>
+/// A small send made on the socket's own loop thread, while the loop works through a batch of events, is held and
+/// made at the end of the batch (<see cref="EpollLoop.Defer"/>), as HAProxy sends at the end of each pass of its poll
+/// loop: the sends of one pass reach the peers (the clients, the upstream servers) close together, so a peer wakes
+/// once for several of them instead of once for each, which costs the peer and the waker (a wake-up, often an
+/// inter-processor interrupt) for every request. <c>PORTICO_DEFER_SENDS=0</c> turns it off. Held bytes always go out
+/// before any later send, a close, or a shutdown (<see cref="FlushDeferred"/>).
+/// </para>
 /// One reader and one writer at a time, as a socket's owners use it; a second read-side waiter
 /// (<see cref="WaitForReadEventAsync"/>, the client-close watch) may wait beside the reader. <see cref="Close"/> takes
 /// the socket out of the loop and fails the waiters with <see cref="ObjectDisposedException"/>; the owner then disposes
 /// the <see cref="Socket"/>. Every call holds a reference on the socket's handle, so a close on another thread never
 /// lets a call reach a reused descriptor.
 /// </remarks>
-internal sealed class EpollSocket
+internal sealed class EpollSocket : IThreadPoolWorkItem
 {
+    /// <summary>The environment variable that turns held sends off ("0").</summary>
+    public const string DeferVariable = "PORTICO_DEFER_SENDS";
+
+    private static readonly bool DeferSends = Environment.GetEnvironmentVariable(DeferVariable) != "0";
+
     private readonly EpollLoop _loop;
+
+    // Sends held until the end of the loop's batch (see the remarks): a pooled 4 KiB buffer while bytes are held,
+    // guarded by _heldGate (taken without contention on the loop thread; a close or a send on another thread may
+    // race with the loop's flush). _drain is the rest of a flush the socket's buffer had no room for.
+    private byte[]? _held;
+    private int _heldLength;
+    private int _heldGate;
+    private bool _flushQueued;
+    private Task? _drain;
     private int _readEvents;
     private int _drainedAt = -1;
     private int _writeEvents;
@@ -265,6 +287,23 @@ internal sealed class EpollSocket
     /// <summary>Sends all of <paramref name="buffer"/>, waiting for room when the socket's buffer is full.</summary>
     public ValueTask SendAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        if (DeferSends && buffer.Length <= BufferPool.Connection.Size && _loop.IsCurrent && TryHold(buffer.Span))
+        {
+            return default;
+        }
+        if (Volatile.Read(ref _heldLength) != 0 || _drain is not null)
+        {
+            // Bytes held earlier go first.
+            if (!FlushDeferred())
+            {
+                return SendAfterDrainAsync(buffer, cancellationToken);
+            }
+        }
+        return SendNowAsync(buffer, cancellationToken);
+    }
+
+    private ValueTask SendNowAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+    {
         var seen = Volatile.Read(ref _writeEvents);
         var sent = Send(buffer.Span, out var error);
         if (error == SocketError.Success && sent == buffer.Length)
@@ -297,6 +336,145 @@ internal sealed class EpollSocket
             }
         }
     }
+
+    /// <summary>Holds <paramref name="bytes"/> until the end of the loop's batch; false when they do not fit (sent now instead).</summary>
+    private bool TryHold(ReadOnlySpan<byte> bytes)
+    {
+        if (_closed || _drain is not null)
+        {
+            return false;
+        }
+        EnterHeld();
+        try
+        {
+            if (_heldLength + bytes.Length > BufferPool.Connection.Size)
+            {
+                return false;
+            }
+            _held ??= BufferPool.Connection.Rent();
+            bytes.CopyTo(_held.AsSpan(_heldLength));
+            Volatile.Write(ref _heldLength, _heldLength + bytes.Length);
+        }
+        finally
+        {
+            ExitHeld();
+        }
+        if (!_flushQueued)
+        {
+            _flushQueued = true;
+            if (!EpollLoop.Defer(this))
+            {
+                // Not on a loop thread after all (cannot happen: the caller checked): nothing would flush them later.
+                _flushQueued = false;
+                FlushDeferred();
+            }
+        }
+        return true;
+    }
+
+    /// <summary>The end of the loop's batch: the held bytes go out.</summary>
+    void IThreadPoolWorkItem.Execute()
+    {
+        _flushQueued = false;
+        FlushDeferred();
+    }
+
+    /// <summary>
+    /// Sends the bytes held for the end of the batch now (before a shutdown of the socket by its owner, say). True when
+    /// nothing is left held; false when the socket's buffer was full and the rest goes out as room comes (in order,
+    /// before any later send). Any thread.
+    /// </summary>
+    public bool FlushDeferred()
+    {
+        if (Volatile.Read(ref _heldLength) == 0)
+        {
+            var pending = _drain;
+            if (pending is null)
+            {
+                return true;
+            }
+            if (pending.IsCompleted)
+            {
+                _drain = null;   // failed or not, the bytes before are done with
+                return true;
+            }
+            return false;
+        }
+        EnterHeld();
+        try
+        {
+            var length = _heldLength;
+            var held = _held;
+            if (length == 0 || held is null)
+            {
+                return _drain is null;
+            }
+            var seen = Volatile.Read(ref _writeEvents);
+            var sent = length;   // closed, or the send failed: dropped (the owner's next receive meets the error)
+            if (!_closed)
+            {
+                try
+                {
+                    var n = Send(held.AsSpan(0, length), out var error);
+                    if (error is SocketError.Success or SocketError.WouldBlock)
+                    {
+                        sent = n;
+                    }
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+            }
+            if (sent == length)
+            {
+                _heldLength = 0;
+                _held = null;
+                BufferPool.Connection.Return(held);
+                return true;
+            }
+            // No room for all of it (a peer that does not read): the rest goes out as room comes.
+            var rest = held.AsSpan(sent, length - sent).ToArray();
+            _heldLength = 0;
+            _held = null;
+            BufferPool.Connection.Return(held);
+            _drain = SendSlowAsync(rest, seen, default).AsTask();
+            return false;
+        }
+        finally
+        {
+            ExitHeld();
+        }
+    }
+
+    /// <summary><see cref="FlushDeferred"/>, then waits until a rest the socket had no room for is out too.</summary>
+    public async ValueTask FlushDeferredAsync(CancellationToken cancellationToken)
+    {
+        if (!FlushDeferred() && _drain is { } drain)
+        {
+            await drain.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask SendAfterDrainAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+    {
+        if (_drain is { } drain)
+        {
+            await drain.WaitAsync(cancellationToken).ConfigureAwait(false);
+            _drain = null;
+        }
+        await SendNowAsync(buffer, cancellationToken).ConfigureAwait(false);
+    }
+
+    private void EnterHeld()
+    {
+        var spinner = default(SpinWait);
+        while (Interlocked.CompareExchange(ref _heldGate, 1, 0) != 0)
+        {
+            spinner.SpinOnce();
+        }
+    }
+
+    private void ExitHeld() => Volatile.Write(ref _heldGate, 0);
 
     /// <summary>Completes at the next write-side event after <paramref name="seen"/> (a value read before the send that found no room).</summary>
     private ValueTask WaitWritableAsync(int seen, CancellationToken cancellationToken)
@@ -384,6 +562,7 @@ internal sealed class EpollSocket
         {
             return;
         }
+        FlushDeferred();   // a response held for the end of the batch still goes out (one try: the owner is closing)
         _closed = true;
         _loop.Unregister(this);
         _reader?.Fire();
