@@ -425,20 +425,15 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
                 {
                 }
             }
-            if (sent == length)
-            {
-                _heldLength = 0;
-                _held = null;
-                BufferPool.Connection.Return(held);
-                return true;
-            }
-            // No room for all of it (a peer that does not read): the rest goes out as room comes.
-            var rest = held.AsSpan(sent, length - sent).ToArray();
             _heldLength = 0;
             _held = null;
+            if (sent < length)
+            {
+                // No room for all of it (a peer that does not read): the rest goes out as room comes.
+                _drain = SendSlowAsync(held.AsSpan(sent, length - sent).ToArray(), seen, default).AsTask();
+            }
             BufferPool.Connection.Return(held);
-            _drain = SendSlowAsync(rest, seen, default).AsTask();
-            return false;
+            return sent == length;
         }
         finally
         {
