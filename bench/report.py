@@ -5,7 +5,9 @@
 
 META is key=value lines (date, host, versions, settings). RUNS_TSV has one row per measured load run, IDLE_TSV
 one row per idle-connection run; the columns are listed in RUN_COLUMNS and IDLE_COLUMNS (run.sh writes them in
-this order). With several rounds every figure is the median over rounds, and ratios are ratios of medians.
+this order). With several rounds every figure is the median over rounds, and ratios are ratios of medians; the
+"paired" ratio is the geometric mean over rounds of Portico's figure over the peer's in the same round (rounds are
+interleaved, so this cancels the drift of a noisy machine between rounds).
 Standard library only (Debian's /usr/bin/python3).
 """
 import json
@@ -47,6 +49,16 @@ def median(values):
 
 def ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
+
+
+def paired_ratio(runs, scenario, case, proxy, key):
+    """Geometric mean over rounds of Portico's runs[key] divided by proxy's in the same round."""
+    by_round = {}
+    for r in runs:
+        if r["scenario"] == scenario and r["case"] == case and r["proxy"] in ("portico", proxy) and r[key]:
+            by_round.setdefault(r["round"], {})[r["proxy"]] = r[key]
+    ratios = [v["portico"] / v[proxy] for v in by_round.values() if "portico" in v and proxy in v]
+    return round(statistics.geometric_mean(ratios), 3) if ratios else None
 
 
 def enrich_run(r):
@@ -107,6 +119,7 @@ def summarize_load(runs, proxies):
                 "mib_s": ratio(port["mib_s"], s["mib_s"]) if port else None,
                 "p99_ms": ratio(port["p99_ms"], s["p99_ms"]) if port else None,
                 "req_per_cpu_s": ratio(port["req_per_cpu_s"], s["req_per_cpu_s"]) if port else None,
+                "req_per_cpu_s_paired": paired_ratio(runs, scenario, case, p, "req_per_cpu_s") if port else None,
             }
             summary.append(s)
     return summary
@@ -201,7 +214,9 @@ def main():
         md.append("- upstream connections not counted (the origin's stub_status did not answer)")
     md.append("")
     md.append("\"Portico ÷\" columns: Portico's figure divided by the row's (req/s, MiB/s, req per CPU-s: above 1 = "
-              "Portico better; p99, RSS: below 1 = Portico better).")
+              "Portico better; p99, RSS: below 1 = Portico better). \"paired\": Portico's req per CPU-s over the row's "
+              "in the same round, geometric mean over rounds (less sensitive to drift between rounds than the ratio "
+              "of medians).")
 
     def load_rows(scenario, cols):
         return [cols(s) for s in load if s["scenario"] == scenario]
@@ -215,29 +230,29 @@ def main():
         md.append(table(
             [("proxy", "l"), ("conns", "r"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"), ("req per CPU-s", "r"),
              ("proxy CPU %", "r"), ("upstream conns / 1k req", "r"), ("reuse %", "r"), ("Portico ÷ req/s", "r"),
-             ("Portico ÷ p99", "r"), ("Portico ÷ req per CPU-s", "r")],
+             ("Portico ÷ p99", "r"), ("Portico ÷ req per CPU-s", "r"), ("paired", "r")],
             load_rows("conns", lambda s: [NAMES[s["proxy"]], str(s["connections"]), num(s["rps"]), num(s["p50_ms"], "{:.2f}"),
                                           num(s["p99_ms"], "{:.2f}")] + common_tail(s)
-                      + [rat(s, "rps"), rat(s, "p99_ms"), rat(s, "req_per_cpu_s")])))
+                      + [rat(s, "rps"), rat(s, "p99_ms"), rat(s, "req_per_cpu_s"), rat(s, "req_per_cpu_s_paired")])))
     if any(s["scenario"] == "bodies" for s in load):
         md += ["", "### Response bodies (wrk -t1, origin serves a static file, HTTP/1.1 keep-alive)", ""]
         md.append(table(
             [("proxy", "l"), ("body", "r"), ("conns", "r"), ("req/s", "r"), ("MiB/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
              ("req per CPU-s", "r"), ("proxy CPU %", "r"), ("upstream conns / 1k req", "r"), ("reuse %", "r"),
-             ("MiB per CPU-s", "r"), ("Portico ÷ MiB/s", "r"), ("Portico ÷ p99", "r"), ("Portico ÷ req per CPU-s", "r")],
+             ("MiB per CPU-s", "r"), ("Portico ÷ MiB/s", "r"), ("Portico ÷ p99", "r"), ("Portico ÷ req per CPU-s", "r"), ("paired", "r")],
             load_rows("bodies", lambda s: [NAMES[s["proxy"]], s["case"], str(s["connections"]), num(s["rps"]),
                                            num(s["mib_s"], "{:,.1f}"), num(s["p50_ms"], "{:.2f}"), num(s["p99_ms"], "{:.2f}")]
                       + common_tail(s) + [num(s["mib_per_cpu_s"], "{:,.0f}"), rat(s, "mib_s"), rat(s, "p99_ms"),
-                                          rat(s, "req_per_cpu_s")])))
+                                          rat(s, "req_per_cpu_s"), rat(s, "req_per_cpu_s_paired")])))
     if any(s["scenario"] == "h2c" for s in load):
         md += ["", "### h2c (h2load -t1, HTTP/2 prior knowledge, 100-byte response; HTTP/1.1 to the origin)", ""]
         md.append(table(
             [("proxy", "l"), ("conns × streams", "r"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
              ("req per CPU-s", "r"), ("proxy CPU %", "r"), ("upstream conns / 1k req", "r"), ("reuse %", "r"),
-             ("Portico ÷ req/s", "r"), ("Portico ÷ p99", "r"), ("Portico ÷ req per CPU-s", "r")],
+             ("Portico ÷ req/s", "r"), ("Portico ÷ p99", "r"), ("Portico ÷ req per CPU-s", "r"), ("paired", "r")],
             load_rows("h2c", lambda s: [NAMES[s["proxy"]], f"{s['connections']} × {s['streams']}", num(s["rps"]),
                                         num(s["p50_ms"], "{:.2f}"), num(s["p99_ms"], "{:.2f}")] + common_tail(s)
-                      + [rat(s, "rps"), rat(s, "p99_ms"), rat(s, "req_per_cpu_s")])))
+                      + [rat(s, "rps"), rat(s, "p99_ms"), rat(s, "req_per_cpu_s"), rat(s, "req_per_cpu_s_paired")])))
     if idle_summary:
         n = idle_summary[0]["connections"]
         md += ["", f"### Memory with {n:,} idle keep-alive connections (fresh process, one request on each)", ""]
