@@ -135,6 +135,26 @@ public static class HeaderRules
     public static string NewRequestId()
     {
         Span<byte> bytes = stackalloc byte[16];
+        NewRequestIdBits(bytes);
+        return Convert.ToHexStringLower(bytes);
+    }
+
+    /// <summary>The length of a generated request id (<see cref="NewRequestId"/>, <see cref="WriteNewRequestId"/>).</summary>
+    public const int GeneratedIdLength = 32;
+
+    /// <summary>
+    /// <see cref="NewRequestId"/> as ASCII bytes into <paramref name="destination"/> (at least
+    /// <see cref="GeneratedIdLength"/> bytes), so the request path can send it without a string.
+    /// </summary>
+    public static void WriteNewRequestId(Span<byte> destination)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        NewRequestIdBits(bytes);
+        Convert.TryToHexStringLower(bytes, destination, out _);
+    }
+
+    private static void NewRequestIdBits(Span<byte> bytes)
+    {
         Random.Shared.NextBytes(bytes[6..]);
         var milliseconds = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         for (var i = 5; i >= 0; i--)
@@ -144,6 +164,5 @@ public static class HeaderRules
         }
         bytes[6] = (byte)((bytes[6] & 0x0F) | 0x70);
         bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
-        return Convert.ToHexStringLower(bytes);
     }
 }

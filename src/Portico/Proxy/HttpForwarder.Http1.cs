@@ -648,7 +648,7 @@ internal sealed partial class HttpForwarder
     /// </summary>
     private static bool CopyResponseHeadRaw(ReadOnlySpan<byte> head, ref ResponseHead parsed, Server.ResponseHeaders destination)
     {
-        destination.AttachSource(head);
+        var sourceOffset = destination.AttachSource(head);
         var phasesSetUnknown = destination.EntryCount > 1;
         var seenKnown = 0UL;
         StringValues connection = default;
@@ -705,7 +705,7 @@ internal sealed partial class HttpForwarder
             var valueStart = valueBytes.IsEmpty
                 ? lineStart + line.Length
                 : (int)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(head), ref MemoryMarshal.GetReference(valueBytes));
-            destination.AddRaw(known, lineStart, line.Length, nameBytes.Length, valueStart, valueBytes.Length);
+            destination.AddRaw(known, sourceOffset + lineStart, line.Length, nameBytes.Length, sourceOffset + valueStart, valueBytes.Length);
         }
         return sawRequestId;
     }
@@ -938,6 +938,19 @@ internal sealed partial class HttpForwarder
         {
             _hasHost = true;
             Add("Host", host);
+        }
+
+        public void RequestId(ProxySession session)
+        {
+            var generated = session.GeneratedRequestId;
+            if (generated.IsEmpty)
+            {
+                Add("X-Request-ID", session.RequestId);
+            }
+            else
+            {
+                AddRaw("X-Request-ID"u8, generated, isContentLength: false);
+            }
         }
 
         public void End(string method)

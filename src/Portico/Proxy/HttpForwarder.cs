@@ -312,7 +312,7 @@ internal sealed partial class HttpForwarder
         var clientText = session.ClientAddressText();
         sink.Add("X-Forwarded-For", forwardedFor is null ? clientText : forwardedFor + ", " + clientText);
         sink.Add("X-Forwarded-Proto", scheme);
-        sink.Add("X-Request-ID", session.RequestId);
+        sink.RequestId(session);
         if (session.Activity is { } span)
         {
             // W3C Trace Context §3.2/§3.3: the upstream's parent is this span, not the client's; the span carries the
@@ -336,6 +336,9 @@ internal sealed partial class HttpForwarder
         void Add(string name, StringValues values);
 
         void Host(string host);
+
+        /// <summary>X-Request-ID with the session's id (as bytes when the sink can take them).</summary>
+        void RequestId(ProxySession session);
     }
 
     /// <summary>Headers into an <see cref="HttpRequestMessage"/> for SocketsHttpHandler (content headers into its content).</summary>
@@ -362,6 +365,8 @@ internal sealed partial class HttpForwarder
         }
 
         public void Host(string host) => message.Headers.Host = host;
+
+        public void RequestId(ProxySession session) => Add("X-Request-ID", session.RequestId);
     }
 
     /// <summary>Host, Via, X-Request-ID, X-Forwarded-Proto and X-Forwarded-Host: the proxy writes its own.</summary>

@@ -169,9 +169,20 @@ public sealed partial class ProxyService<TContext>
         string requestId;
         if (own is not null && !own.RequestHeaderTable.Has(Server.RequestHeaderNames.XRequestId))
         {
-            // The usual case on the own servers, no id from the client: no lookups by string on either table.
-            requestId = HeaderRules.NewRequestId();
-            own.ResponseHeaderTable.SetKnown(ResponseRequestId, requestId);
+            // The usual case on the own servers, no id from the client: no lookups by string on either table, and the
+            // id stays bytes (both heads take it as such; the string is made only when asked for).
+            ProxySession session;
+            if (own.Session is { } reused)
+            {
+                reused.ResetWithNewId();
+                session = reused;
+            }
+            else
+            {
+                session = own.Session = ProxySession.WithNewId(httpContext, own);
+            }
+            own.ResponseHeaderTable.SetKnownAscii(ResponseRequestId, session.GeneratedRequestId);
+            return session;
         }
         else
         {

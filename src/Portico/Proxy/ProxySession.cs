@@ -22,7 +22,7 @@ public sealed class ProxySession
     internal ProxySession(HttpContext httpContext, string requestId, Server.OwnRequest? ownRequest)
     {
         HttpContext = httpContext;
-        RequestId = requestId;
+        _requestId = requestId;
         StartTimestamp = Stopwatch.GetTimestamp();
         Own = ownRequest;
         ClientAddress = (Own is { } own ? own.ClientIp : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
@@ -34,7 +34,39 @@ public sealed class ProxySession
     /// </summary>
     internal void Reset(string requestId)
     {
-        RequestId = requestId;
+        _requestId = requestId;
+        _idGenerated = false;
+        ResetState();
+    }
+
+    /// <summary>
+    /// <see cref="Reset(string)"/> with a newly generated id, kept as bytes (<see cref="GeneratedRequestId"/>): the heads
+    /// carry those bytes, and the string is made only if something asks for <see cref="RequestId"/> (a log line, an
+    /// error page, a phase), so a request that is only proxied allocates none.
+    /// </summary>
+    internal void ResetWithNewId()
+    {
+        GenerateId();
+        ResetState();
+    }
+
+    /// <summary>A new session on an own server with a generated id (see <see cref="ResetWithNewId"/>).</summary>
+    internal static ProxySession WithNewId(HttpContext httpContext, Server.OwnRequest? ownRequest)
+    {
+        var session = new ProxySession(httpContext, null!, ownRequest);
+        session.GenerateId();
+        return session;
+    }
+
+    private void GenerateId()
+    {
+        HeaderRules.WriteNewRequestId(_idBytes ??= new byte[HeaderRules.GeneratedIdLength]);
+        _requestId = null;
+        _idGenerated = true;
+    }
+
+    private void ResetState()
+    {
         StartTimestamp = Stopwatch.GetTimestamp();
         ClientAddress = (Own is { } own ? own.ClientIp : HttpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
         Peer = null;
@@ -88,7 +120,14 @@ public sealed class ProxySession
     public HttpResponse Response => HttpContext.Response;
 
     /// <summary>The X-Request-ID: the client's when well-formed, else generated. Sent upstream and returned.</summary>
-    public string RequestId { get; private set; }
+    public string RequestId => _requestId ??= System.Text.Encoding.ASCII.GetString(_idBytes!);
+
+    /// <summary>The id as ASCII bytes when this session generated it; empty when it came from the client.</summary>
+    internal ReadOnlySpan<byte> GeneratedRequestId => _idGenerated ? _idBytes : default;
+
+    private string? _requestId;
+    private byte[]? _idBytes;
+    private bool _idGenerated;
 
     /// <summary>The TCP peer of the downstream connection (phases may replace it, e.g. from a trusted X-Forwarded-For).</summary>
     public IPAddress ClientAddress { get; set; }

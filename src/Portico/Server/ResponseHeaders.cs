@@ -64,17 +64,59 @@ internal sealed class ResponseHeaders : IHeaderDictionary
     }
 
     /// <summary>
-    /// Copies <paramref name="head"/> (an upstream response head, a few hundred bytes) into this table, so its lines can be
-    /// added as raw entries by offset: they stay valid however the caller reuses its buffer. One source per response.
+    /// Copies <paramref name="head"/> (an upstream response head, a few hundred bytes) into this table after what it holds
+    /// already (a line of <see cref="SetKnownAscii"/>), so its lines can be added as raw entries by offset: they stay
+    /// valid however the caller reuses its buffer. Returns where the head starts (add it to offsets into the head).
     /// </summary>
-    internal void AttachSource(ReadOnlySpan<byte> head)
+    internal int AttachSource(ReadOnlySpan<byte> head)
     {
-        if (_source.Length < head.Length)
+        var start = AppendSource(head.Length);
+        head.CopyTo(_source.AsSpan(start));
+        return start;
+    }
+
+    /// <summary>Room for <paramref name="length"/> more bytes at the end of the source; returns where they start.</summary>
+    private int AppendSource(int length)
+    {
+        var start = _sourceLength;
+        if (_source.Length - start < length)
         {
-            _source = new byte[Math.Max(head.Length, 1024)];
+            var grown = new byte[Math.Max(start + length, Math.Max(1024, _source.Length * 2))];
+            _source.AsSpan(0, start).CopyTo(grown);
+            _source = grown;
         }
-        head.CopyTo(_source);
-        _sourceLength = head.Length;
+        _sourceLength = start + length;
+        return start;
+    }
+
+    /// <summary>
+    /// <see cref="SetKnown"/> with a value given as ASCII bytes the caller has checked (a generated request id): the
+    /// line is kept as a raw entry, so it goes out as bytes and becomes a string only if something reads it.
+    /// </summary>
+    internal void SetKnownAscii(int known, ReadOnlySpan<byte> value)
+    {
+        ThrowIfReadOnly();
+        if (_count > 0)
+        {
+            RemoveKnown(known);
+        }
+        var name = HeaderStrings.NameOf(known);
+        var lineLength = name.Length + 2 + value.Length;
+        var start = AppendSource(lineLength);
+        var line = _source.AsSpan(start, lineLength);
+        System.Text.Ascii.FromUtf16(name, line, out _);
+        line[name.Length] = (byte)':';
+        line[name.Length + 1] = (byte)' ';
+        value.CopyTo(line[(name.Length + 2)..]);
+        ref var entry = ref Append();
+        entry.Known = known;
+        entry.Name = name;
+        entry.Raw = true;
+        entry.LineStart = start;
+        entry.LineLength = lineLength;
+        entry.NameLength = name.Length;
+        entry.ValueStart = start + name.Length + 2;
+        entry.ValueLength = value.Length;
     }
 
     /// <summary>

@@ -90,6 +90,20 @@ public sealed class HeaderRulesTests
     }
 
     [Fact]
+    public void WriteNewRequestId_WritesTheSameFormAsBytes()
+    {
+        var bytes = new byte[HeaderRules.GeneratedIdLength + 2];
+        HeaderRules.WriteNewRequestId(bytes);
+        var id = System.Text.Encoding.ASCII.GetString(bytes, 0, HeaderRules.GeneratedIdLength);
+        Assert.Matches("^[0-9a-f]{32}$", id);
+        Assert.Equal(7, Guid.ParseExact(id, "N").Version);
+        Assert.Equal(0, bytes[^1]); // nothing past the id
+        var again = new byte[HeaderRules.GeneratedIdLength];
+        HeaderRules.WriteNewRequestId(again);
+        Assert.NotEqual(id, System.Text.Encoding.ASCII.GetString(again));
+    }
+
+    [Fact]
     public void NewRequestId_IsUuidV7WithTheCurrentTimeAndNoRepeats()
     {
         var before = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();

@@ -67,6 +67,31 @@ public sealed class ProxySessionTests
         Assert.Same(context, session.AppContext);
     }
 
+    [Fact]
+    public void GeneratedId_IsBytesUntilAskedFor_NewOnEachReset_AndGoneWhenTheClientsIdIsUsed()
+    {
+        var session = ProxySession.WithNewId(new DefaultHttpContext(), null);
+        var first = System.Text.Encoding.ASCII.GetString(session.GeneratedRequestId);
+        Assert.Matches("^[0-9a-f]{32}$", first);
+        Assert.Equal(first, session.RequestId);
+        Assert.Same(session.RequestId, session.RequestId);
+
+        session.ResetWithNewId();
+        var second = System.Text.Encoding.ASCII.GetString(session.GeneratedRequestId);
+        Assert.NotEqual(first, second);
+        // The string is made from the new bytes, not kept from the request before.
+        Assert.Equal(second, session.RequestId);
+
+        session.Reset("client-id");
+        Assert.True(session.GeneratedRequestId.IsEmpty);
+        Assert.Equal("client-id", session.RequestId);
+
+        session.ResetWithNewId();
+        Assert.Equal(32, session.GeneratedRequestId.Length);
+        Assert.NotEqual("client-id", session.RequestId);
+        Assert.NotEqual(second, session.RequestId);
+    }
+
     private static object NonDefault(Type type)
     {
         var underlying = Nullable.GetUnderlyingType(type) ?? type;

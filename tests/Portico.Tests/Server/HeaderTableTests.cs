@@ -170,6 +170,39 @@ public sealed class ResponseHeadersTests
     }
 
     [Fact]
+    public void SetKnownAscii_IsARawLine_KeptWhenTheUpstreamHeadIsAttached_ReplacedBySetKnown()
+    {
+        var headers = new ResponseHeaders();
+        headers.SetKnownAscii(HeaderStrings.XRequestId, "0123abcd"u8);
+        // An upstream head attached after it goes behind it: both lines stay readable.
+        var head = Encoding.ASCII.GetBytes("Server: origin\r\n");
+        var offset = headers.AttachSource(head);
+        Assert.Equal("X-Request-ID: 0123abcd".Length, offset);
+        headers.AddRaw(HeaderStrings.Find("Server"u8), offset, 14, 6, offset + 8, 6);
+
+        ref var id = ref headers.EntryAt(0);
+        Assert.True(id.Raw);
+        Assert.Equal("X-Request-ID: 0123abcd", Encoding.ASCII.GetString(headers.Source.Slice(id.LineStart, id.LineLength)));
+        Assert.Equal("origin", headers["Server"]);
+        Assert.Equal("0123abcd", headers["x-request-id"]);
+
+        headers.SetKnown(HeaderStrings.XRequestId, "other");
+        Assert.Equal("other", headers["X-Request-ID"]);
+        Assert.Equal(2, headers.Count);
+
+        // A long head grows the source without losing the line before it.
+        headers.Reset();
+        headers.SetKnownAscii(HeaderStrings.XRequestId, "feed"u8);
+        var big = Encoding.ASCII.GetBytes("X-Big: " + new string('b', 3000));
+        offset = headers.AttachSource(big);
+        headers.AddRaw(-1, offset, big.Length, 5, offset + 7, 3000);
+        Assert.Equal("feed", headers["X-Request-ID"]);
+        Assert.Equal(3000, headers["X-Big"].ToString().Length);
+        headers.MakeReadOnly();
+        Assert.Throws<InvalidOperationException>(() => headers.SetKnownAscii(HeaderStrings.XRequestId, "x"u8));
+    }
+
+    [Fact]
     public void RawLine_WithControlCharacter_Throws()
     {
         var source = Encoding.Latin1.GetBytes("X-Bad: a\u0001b");
