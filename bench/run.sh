@@ -654,6 +654,17 @@ parse_h2load() { # parse_h2load outfile logfile
 
 is_dotnet() { [[ $1 == portico || $1 == yarp ]]; }
 
+# how a proxy that is no longer running ended (it is a child of this script, so wait gives its status)
+exit_of() { # exit_of pid
+    local rc=0
+    wait "$1" 2>/dev/null || rc=$?
+    if ((rc > 128)); then echo "killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo '?'))"; else echo "exit status $rc"; fi
+}
+check_alive() { # check_alive proxy when
+    kill -0 "${PID_OF[$1]}" 2>/dev/null ||
+        die "$1 died $2: $(exit_of "${PID_OF[$1]}") (log: $(log_of "$1" "$1"), $(wc -c <"$(log_of "$1" "$1")" 2>/dev/null || echo 0) bytes)"
+}
+
 # The load cases of one round: scenario, case label, connections, streams (h2c), path, body bytes
 CASES=()
 if has_scenario conns; then for c in "${CONNS[@]}"; do CASES+=("conns c$c $c 1 / ${#BODY}"); done; fi
@@ -667,6 +678,7 @@ for p in "${PROXIES[@]}"; do
     if is_dotnet "$p"; then w=$WARMUP_DOTNET extra=$EXTRA_DOTNET; else w=$WARMUP_NATIVE extra=$EXTRA_NATIVE; fi
     ((w > 0)) || continue
     log "warm-up: $p, ${w} s at $MAX_CONNS connections$(has_scenario h2c && echo ", ${extra} s h2c")$(has_scenario bodies && echo ", ${extra} s ${BODY_SIZES[0]} bodies")"
+    check_alive "$p" "before its warm-up"
     pause_others "$p"
     run_wrk "${PORT_OF[$p]}" "$MAX_CONNS" "$w" / "$TMP/out/warmup-$p.txt" || log "warning: warm-up run of $p failed (see KEEP_TMP=1)"
     if has_scenario h2c; then
@@ -678,6 +690,7 @@ for p in "${PROXIES[@]}"; do
             log "warning: body warm-up run of $p failed (see KEEP_TMP=1)"
     fi
     resume_others "$p"
+    check_alive "$p" "during its warm-up"
 done
 
 RUNS=$TMP/runs.tsv
@@ -705,7 +718,7 @@ measure_load() { # measure_load round case_index "scenario case conns streams pa
     o1=$(cpu_ticks "$ORIGIN_PID")
     a1=$(origin_accepts)
     resume_others "$p"
-    kill -0 "${PID_OF[$p]}" 2>/dev/null || die "$p died during the run (log: $(log_of "$p" "$p"))"
+    check_alive "$p" "during the run"
     if [[ $scenario == h2c ]]; then
         parsed=$( ((rc == 0)) && parse_h2load "$out" "$hlog") || parsed=""
         [[ $KEEP_TMP == 1 ]] || rm -f "$hlog"
