@@ -9,6 +9,8 @@
 #   URL_PATH=/bodies/64k.bin CONNECTIONS=64 ROUNDS=10 bench/ab.sh A_BIN B_BIN
 #   H2=1 CONNECTIONS=64 STREAMS=10 bench/ab.sh A_BIN B_BIN   # h2c with prior knowledge, h2load -m STREAMS
 #   bench/ab.sh A_BIN haproxy                    # against HAProxy (bench/run.sh's config: one thread, http-reuse always)
+#   BOTH=1 bench/ab.sh A_BIN B_BIN               # both orders (A B, then B A with the environments swapped), and the
+#                                                # two B / A ratios combined by geometric mean (~7 minutes)
 #
 # Needs nginx (the origin), wrk, taskset, python3. Everything listens on 127.0.0.1; all processes it starts are
 # stopped on exit. Build each side with `dotnet publish src/Portico.Cli -c Release -o <dir>`.
@@ -20,6 +22,25 @@ A_BIN=${1:?usage: bench/ab.sh A_BIN B_BIN}
 B_BIN=${2:?usage: bench/ab.sh A_BIN B_BIN}
 A_ENV=${A_ENV:-}
 B_ENV=${B_ENV:-}
+
+if [[ ${BOTH:-0} == 1 ]]; then
+    # The side that runs first gains 5-15 % on some days (docs/performance.md): measure in both orders and combine.
+    self=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
+    first=$(BOTH=0 "$self" "$A_BIN" "$B_BIN" | tee /dev/stderr)
+    second=$(BOTH=0 A_ENV="$B_ENV" B_ENV="$A_ENV" "$self" "$B_BIN" "$A_BIN" | tee /dev/stderr)
+    python3 - "$first" "$second" <<'EOF'
+import math, re, sys
+def ratios(text):
+    rps = re.search(r"^B / A = ([0-9.]+)", text, re.M)
+    p99 = re.search(r"^p99 B / A = ([0-9.]+)", text, re.M)
+    return float(rps.group(1)), (float(p99.group(1)) if p99 else None)
+(r1, p1), (r2, p2) = ratios(sys.argv[1]), ratios(sys.argv[2])
+print(f"both orders: B / A = {r1:.3f} and 1/{r2:.3f}: {math.sqrt(r1 / r2):.3f} (geometric mean), req per CPU-s")
+if p1 and p2:
+    print(f"both orders: p99 B / A = {p1:.3f} and 1/{p2:.3f}: {math.sqrt(p1 / p2):.3f} (geometric mean)")
+EOF
+    exit 0
+fi
 ROUNDS=${ROUNDS:-8}
 D=${D:-6}
 WARMUP=${WARMUP:-40}
