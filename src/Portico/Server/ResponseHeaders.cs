@@ -108,15 +108,7 @@ internal sealed class ResponseHeaders : IHeaderDictionary
         line[name.Length] = (byte)':';
         line[name.Length + 1] = (byte)' ';
         value.CopyTo(line[(name.Length + 2)..]);
-        ref var entry = ref Append();
-        entry.Known = known;
-        entry.Name = name;
-        entry.Raw = true;
-        entry.LineStart = start;
-        entry.LineLength = lineLength;
-        entry.NameLength = name.Length;
-        entry.ValueStart = start + name.Length + 2;
-        entry.ValueLength = value.Length;
+        AddRaw(known, start, lineLength, name.Length, start + name.Length + 2, value.Length);
     }
 
     /// <summary>
