@@ -156,7 +156,7 @@ public static class HeaderRules
     private static void NewRequestIdBits(Span<byte> bytes)
     {
         Random.Shared.NextBytes(bytes[6..]);
-        var milliseconds = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var milliseconds = Threading.LoopClock.UnixMilliseconds;
         for (var i = 5; i >= 0; i--)
         {
             bytes[i] = (byte)milliseconds;

@@ -82,7 +82,7 @@ internal sealed partial class HttpForwarder
             }
 
             // :: Step 4
-            var sendStarted = Stopwatch.GetTimestamp();
+            var sendStarted = LoopClock.Timestamp;
             ResponseHead parsed = default;
             var filled = 0;
             var forceNew = false;
@@ -196,7 +196,7 @@ internal sealed partial class HttpForwarder
                     : HeadFailure(failure, failureException, timedOut, requestAborted, readTimeout);
             }
             Debug.Assert(buffer is not null, "the loop above ends with a response head in the buffer");
-            session.UpstreamHeaderTime = Stopwatch.GetElapsedTime(sendStarted);
+            session.UpstreamHeaderTime = LoopClock.Elapsed(sendStarted);
             session.UpstreamStatus = parsed.Status;
 
             // :: Step 5

@@ -128,7 +128,7 @@ internal sealed partial class HttpForwarder
         using var timeout = TimeoutSource.Rent(requestAborted, readTimeout);
         var cts = timeout.Source;
         HttpResponseMessage response;
-        var sendStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+        var sendStarted = LoopClock.Timestamp;
         try
         {
             response = await peer.Client.Invoker.SendAsync(upstreamRequest, cts.Token);
@@ -138,7 +138,7 @@ internal sealed partial class HttpForwarder
             upstreamRequest.Dispose();
             return ClassifySendFailure(ex, session, content, cts, requestAborted, readTimeout);
         }
-        session.UpstreamHeaderTime = System.Diagnostics.Stopwatch.GetElapsedTime(sendStarted);
+        session.UpstreamHeaderTime = LoopClock.Elapsed(sendStarted);
         session.UpstreamStatus = (int)response.StatusCode;
 
         using (response)

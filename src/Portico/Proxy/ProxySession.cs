@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using Portico.Threading;
 using Microsoft.AspNetCore.Http;
 
 namespace Portico.Proxy;
@@ -23,7 +24,7 @@ public sealed class ProxySession
     {
         HttpContext = httpContext;
         _requestId = requestId;
-        StartTimestamp = Stopwatch.GetTimestamp();
+        StartTimestamp = LoopClock.Timestamp;
         Own = ownRequest;
         ClientAddress = (Own is { } own ? own.ClientIp : httpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
     }
@@ -67,7 +68,7 @@ public sealed class ProxySession
 
     private void ResetState()
     {
-        StartTimestamp = Stopwatch.GetTimestamp();
+        StartTimestamp = LoopClock.Timestamp;
         ClientAddress = (Own is { } own ? own.ClientIp : HttpContext.Connection.RemoteIpAddress) ?? IPAddress.None;
         Peer = null;
         Attempts = 0;
@@ -132,7 +133,10 @@ public sealed class ProxySession
     /// <summary>The TCP peer of the downstream connection (phases may replace it, e.g. from a trusted X-Forwarded-For).</summary>
     public IPAddress ClientAddress { get; set; }
 
-    /// <summary><see cref="Stopwatch.GetTimestamp"/> when the request arrived.</summary>
+    /// <summary>
+    /// <see cref="Stopwatch.GetTimestamp"/> when the request arrived (<see cref="Threading.LoopClock.Timestamp"/>: on an own
+    /// epoll loop, the loop's time of the batch that read it).
+    /// </summary>
     /// <remarks>Settable inside the assembly only, for tests and benchmarks that reuse one session as many requests.</remarks>
     public long StartTimestamp { get; internal set; }
 
@@ -173,5 +177,5 @@ public sealed class ProxySession
     public Activity? Activity { get; internal set; }
 
     /// <summary>Elapsed time since the request arrived.</summary>
-    public TimeSpan Elapsed => Stopwatch.GetElapsedTime(StartTimestamp);
+    public TimeSpan Elapsed => LoopClock.Elapsed(StartTimestamp);
 }

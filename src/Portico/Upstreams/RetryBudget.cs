@@ -1,3 +1,5 @@
+using Portico.Threading;
+
 namespace Portico.Upstreams;
 
 /// <summary>Settings of one <see cref="RetryBudget"/>. The defaults are Finagle's <c>RetryBudget()</c> defaults.</summary>
@@ -83,13 +85,17 @@ public sealed class RetryBudget
     {
         get
         {
-            _counter.Sum(_timeProvider.GetTimestamp(), out var requests, out var retries);
+            _counter.Sum(Now(), out var requests, out var retries);
             return Math.Max(0, (Allowance(requests) / Scale) - retries);
         }
     }
 
     /// <summary>Counts one original request (not a retry). Call once per request, when it is received.</summary>
-    public void RecordRequest() => _counter.IncrementFirst(_timeProvider.GetTimestamp());
+    public void RecordRequest() => _counter.IncrementFirst(Now());
+
+    // The system clock through the loop's time (Threading.LoopClock: no clock read per request on an own loop); any
+    // other provider (tests) as it is.
+    private long Now() => ReferenceEquals(_timeProvider, TimeProvider.System) ? LoopClock.Timestamp : _timeProvider.GetTimestamp();
 
     /// <summary>
     /// True when the budget has room for one more retry, which is then counted; false when spent (nothing is
@@ -97,7 +103,7 @@ public sealed class RetryBudget
     /// </summary>
     public bool TryAcquireRetry()
     {
-        var now = _timeProvider.GetTimestamp();
+        var now = Now();
         _counter.Sum(now, out var requests, out var retries);
         if ((retries + 1) * Scale > Allowance(requests))
         {

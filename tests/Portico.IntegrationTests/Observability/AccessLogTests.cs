@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http;
 using Portico.IntegrationTests.Infrastructure;
 
 namespace Portico.IntegrationTests.Observability;
@@ -95,5 +96,65 @@ public sealed class AccessLogTests
         Assert.Equal(traceParent, first.Header("traceparent"));
         Assert.Equal("vendor=abc", first.Header("tracestate"));
         Assert.Null(upstream.Last("/api/ok1")!.Header("traceparent"));
+    }
+    /// <summary>
+    /// Times on the own epoll loops come from the loop's clock (read per batch of events, not per request): a request
+    /// that waits on a slow upstream still shows the wait in duration_ms and upstream_ms, request after request, and
+    /// the request id's UUIDv7 time is the wall clock's.
+    /// </summary>
+    [Fact]
+    public async Task AccessLog_SlowUpstream_DurationsAndRequestIdTimeAreTheClocks()
+    {
+        await using var upstream = await TestUpstream.StartAsync(async context =>
+        {
+            await Task.Delay(300);
+            await context.Response.WriteAsync("slow");
+        });
+        var port = Ports.GetFree();
+        var yaml = $"""
+            server:
+              listen_address: "127.0.0.1"
+              listen_port: {port}
+            admin:
+              enabled: false
+            logging:
+              format: json
+              sample_rate: 1.0
+            upstreams:
+              - name: backend
+                servers: ["{upstream.Address}"]
+            routes:
+              - name: all
+                path: /*
+                upstream: backend
+            """;
+        await using var gateway = await GatewayProcess.StartAsync(yaml, port);
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(15) };
+        var ids = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await client.GetAsync($"http://127.0.0.1:{port}/slow{i}");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            ids.Add(response.Headers.GetValues("X-Request-ID").Single());
+        }
+
+        await gateway.WaitForOutputAsync("GET /slow2 200", TimeSpan.FromSeconds(10));
+        var lines = gateway.Output.Split('\n').Where(l => l.Contains("\"Category\":\"Portico.AccessLog\"", StringComparison.Ordinal)).ToList();
+        Assert.Equal(3, lines.Count);
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        foreach (var line in lines)
+        {
+            using var json = JsonDocument.Parse(line);
+            var state = json.RootElement.GetProperty("State");
+            Assert.InRange(state.GetProperty("duration_ms").GetDouble(), 290.0, 10_000.0);
+            Assert.InRange(state.GetProperty("upstream_ms").GetDouble(), 290.0, 10_000.0);
+            Assert.Contains(state.GetProperty("request_id").GetString(), ids);
+        }
+        foreach (var id in ids)
+        {
+            // UUIDv7: the first 48 bits are Unix milliseconds.
+            var milliseconds = Convert.ToInt64(id[..12], 16);
+            Assert.InRange(now - milliseconds, 0, 60_000);
+        }
     }
 }

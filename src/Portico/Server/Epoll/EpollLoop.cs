@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Portico.Threading;
 
 namespace Portico.Server.Epoll;
 
@@ -272,6 +273,7 @@ internal sealed unsafe class EpollLoop
                 // EINTR (a signal, a debugger attaching): wait again.
                 continue;
             }
+            LoopClock.Tick();
             Dispatch(events, count);
             if (_deferredCount > 0)
             {
@@ -305,6 +307,11 @@ internal sealed unsafe class EpollLoop
             {
                 // Unregistered since the event was queued (its slot may hold a newer socket).
                 continue;
+            }
+            if ((i & (LoopClock.EventsPerTick - 1)) == LoopClock.EventsPerTick - 1)
+            {
+                // A long batch keeps its time within a few events' work (the first read is Run's, after the wait).
+                LoopClock.Tick();
             }
             try
             {
