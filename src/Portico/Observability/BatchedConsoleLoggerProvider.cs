@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Portico.Threading;
 
 namespace Portico.Logging;
 
@@ -45,8 +46,7 @@ internal sealed class BatchedConsoleLoggerProvider : ILoggerProvider
         _category = category;
         _json = json;
         _output = output ?? Console.OpenStandardOutput();
-        _writer = new Thread(WriteLoop) { IsBackground = true, Name = "portico-log-writer" };
-        _writer.UnsafeStart();
+        _writer = ServiceThread.Start("portico-log-writer", WriteLoop);
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
     }
 

@@ -1,3 +1,5 @@
+using Portico.Threading;
+
 namespace Portico.Upstreams;
 
 /// <summary>
@@ -38,8 +40,7 @@ internal static class UpstreamWatchdog
                     // Its own thread, not a timer: a timer callback wakes a thread-pool worker, which then spins with
                     // sched_yield for work before it sleeps, on a proxy's one busy core 10 times a second (about 1 % of
                     // the CPU at c256 in a profile).
-                    _thread = new Thread(static () => Run()) { IsBackground = true, Name = "portico-watchdog" };
-                    _thread.UnsafeStart();
+                    _thread = ServiceThread.Start("portico-watchdog", static () => Run());
                 }
             }
         }

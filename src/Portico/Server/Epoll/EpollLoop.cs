@@ -47,8 +47,7 @@ internal sealed unsafe class EpollLoop
     private EpollLoop(int epfd, int index)
     {
         _epfd = epfd;
-        var thread = new Thread(Run) { IsBackground = true, Name = "portico-epoll-" + index };
-        thread.Start();
+        ServiceThread.Start("portico-epoll-" + index, Run);
     }
 
     /// <summary>True when sockets go through Portico's own loops (decided once, at the first use).</summary>
