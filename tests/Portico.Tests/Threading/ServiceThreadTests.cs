@@ -11,23 +11,28 @@ public sealed class ServiceThreadTests
     public void Start_DoesNotCarryTheCreatorsAsyncLocals()
     {
         string? seen = "not run";
-        var ran = new ManualResetEventSlim();
+        var background = false;
+        string? name = null;
+        using var ran = new ManualResetEventSlim();
         Request.Value = "request-1";
         try
         {
-            var thread = ServiceThread.Start("portico-test", () =>
+            ServiceThread.Start("portico-test", () =>
             {
                 seen = Request.Value;
+                // Read here: once the body returns the thread is dead and its state cannot be read.
+                background = Thread.CurrentThread.IsBackground;
+                name = Thread.CurrentThread.Name;
                 ran.Set();
             });
             Assert.True(ran.Wait(TimeSpan.FromSeconds(10)));
-            Assert.True(thread.IsBackground);
-            Assert.Equal("portico-test", thread.Name);
         }
         finally
         {
             Request.Value = null;
         }
         Assert.Null(seen);
+        Assert.True(background);
+        Assert.Equal("portico-test", name);
     }
 }
