@@ -105,6 +105,11 @@ public sealed partial class PorticoHost : IAsyncDisposable
         // action would end the process.
         if (!OperatingSystem.IsWindows())
         {
+            if (OperatingSystem.IsLinux() && UnixNative.UnignoreSignal(1))
+            {
+                // Started under nohup (SIGHUP ignored): SIGHUP still means reload, as it does for nginx.
+                Log.SighupWasIgnored(_logger);
+            }
             _signals.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
             {
                 context.Cancel = true;
@@ -907,5 +912,8 @@ public sealed partial class PorticoHost : IAsyncDisposable
 
         [LoggerMessage(EventId = 109, Level = LogLevel.Warning, Message = "tls.http3_enabled: HTTP/3 is unavailable (QUIC/libmsquic not supported on this machine); serving HTTP/1.1 and HTTP/2 only")]
         public static partial void Http3Unavailable(ILogger logger);
+
+        [LoggerMessage(EventId = 128, Level = LogLevel.Information, Message = "SIGHUP was ignored when Portico started (nohup?); it reloads the configuration all the same")]
+        public static partial void SighupWasIgnored(ILogger logger);
     }
 }

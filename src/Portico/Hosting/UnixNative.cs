@@ -29,6 +29,27 @@ internal static unsafe partial class UnixNative
     [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
     private static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
 
+    [LibraryImport("libc", EntryPoint = "signal")]
+    private static partial nint Signal(int signal, nint handler);
+
+    /// <summary>
+    /// Gives <paramref name="signal"/> its default action back when the process started with it ignored (as under
+    /// <c>nohup</c>, which ignores SIGHUP): .NET leaves a signal that was ignored at start-up ignored and never calls
+    /// its <c>PosixSignalRegistration</c> handler. True when it was ignored.
+    /// </summary>
+    public static bool UnignoreSignal(int signal)
+    {
+        const nint Default = 0, Ignore = 1;
+        var previous = Signal(signal, Default);
+        if (previous == Ignore)
+        {
+            return true;
+        }
+        // It was not ignored: put back what was there (a handler the runtime installed, or the default).
+        Signal(signal, previous);
+        return false;
+    }
+
     [LibraryImport("libc", EntryPoint = "geteuid")]
     private static partial uint GetEuid();
 

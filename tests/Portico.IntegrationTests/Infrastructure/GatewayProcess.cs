@@ -43,25 +43,30 @@ public sealed partial class GatewayProcess : IAsyncDisposable
     /// Writes <paramref name="yaml"/> to a temp file, starts portico on it and waits until <paramref name="waitPort"/>
     /// accepts connections (or the process exits, which fails the test with its output).
     /// </summary>
-    public static async Task<GatewayProcess> StartAsync(string yaml, int waitPort, IDictionary<string, string>? env = null, TimeSpan? timeout = null)
+    public static async Task<GatewayProcess> StartAsync(string yaml, int waitPort, IDictionary<string, string>? env = null, TimeSpan? timeout = null, bool underNohup = false)
     {
         var configPath = Path.Combine(Path.GetTempPath(), $"portico-test-{Guid.NewGuid():N}.yaml");
         await File.WriteAllTextAsync(configPath, yaml);
-        var gateway = Start(["--config", configPath], configPath, env);
+        var gateway = Start(["--config", configPath], configPath, env, underNohup);
         await gateway.WaitForPortAsync(waitPort, timeout ?? TimeSpan.FromSeconds(30));
         return gateway;
     }
 
     /// <summary>Starts portico with arbitrary arguments (for CLI tests); does not wait for anything.</summary>
-    public static GatewayProcess Start(IReadOnlyList<string> args, string configPath = "", IDictionary<string, string>? env = null)
+    /// <remarks><paramref name="underNohup"/>: started through nohup(1), which execs it with SIGHUP ignored.</remarks>
+    public static GatewayProcess Start(IReadOnlyList<string> args, string configPath = "", IDictionary<string, string>? env = null, bool underNohup = false)
     {
-        var psi = new ProcessStartInfo("dotnet")
+        var psi = new ProcessStartInfo(underNohup ? "nohup" : "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (underNohup)
+        {
+            psi.ArgumentList.Add("dotnet");
+        }
         psi.ArgumentList.Add(PorticoDll);
         foreach (var arg in args)
         {
