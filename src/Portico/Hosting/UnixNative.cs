@@ -45,7 +45,8 @@ internal static unsafe partial class UnixNative
         {
             return true;
         }
-        // It was not ignored: put back what was there (a handler the runtime installed, or the default).
+        // It was not ignored: put back what was there (a handler the runtime installed, or the default). Called once,
+        // at start-up before any listener exists; between the two calls the signal has its default action.
         Signal(signal, previous);
         return false;
     }
