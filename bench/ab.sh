@@ -33,11 +33,13 @@ import math, re, sys
 def ratios(text):
     rps = re.search(r"^B / A = ([0-9.]+)", text, re.M)
     p99 = re.search(r"^p99 B / A = ([0-9.]+)", text, re.M)
-    return float(rps.group(1)), (float(p99.group(1)) if p99 else None)
-(r1, p1), (r2, p2) = ratios(sys.argv[1]), ratios(sys.argv[2])
+    user = re.search(r"^user µs per request B / A = ([0-9.]+)", text, re.M)
+    return float(rps.group(1)), (float(p99.group(1)) if p99 else None), float(user.group(1))
+(r1, p1, u1), (r2, p2, u2) = ratios(sys.argv[1]), ratios(sys.argv[2])
 print(f"both orders: B / A = {r1:.3f} and 1/{r2:.3f}: {math.sqrt(r1 / r2):.3f} (geometric mean), req per CPU-s")
 if p1 and p2:
     print(f"both orders: p99 B / A = {p1:.3f} and 1/{p2:.3f}: {math.sqrt(p1 / p2):.3f} (geometric mean)")
+print(f"both orders: user µs per request B / A = {u1:.3f} and 1/{u2:.3f}: {math.sqrt(u1 / u2):.3f} (geometric mean)")
 EOF
     exit 0
 fi
@@ -149,8 +151,8 @@ for port in "$PORT_A" "$PORT_B"; do
         || { echo "ab.sh: the proxy on port $port does not answer $URL_PATH" >&2; tail -n 20 "$TMP"/*.out >&2; exit 1; }
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s p99_ms" (p99 "-" for h2load)
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }   # utime stime
+measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s p99_ms user_us_per_req sys_us_per_req" (p99 "-" for h2load)
     local before after rps p99=- out
     before=$(cpu_ticks "$1")
     if [[ $H2 == 1 ]]; then
@@ -163,7 +165,16 @@ measure() { # measure pid port seconds -> "req_per_cpu_s req_per_s p99_ms" (p99 
                   printf "%.3f", (u == "us" ? v / 1000 : u == "s" ? v * 1000 : v) }' <<<"$out")
     fi
     after=$(cpu_ticks "$1")
-    python3 -c "import os; t=($after-$before)/os.sysconf('SC_CLK_TCK'); print('%.0f %.0f %s' % ($rps*$3/t if t>0 else 0, $rps, '$p99'))"
+    python3 - "$before" "$after" "$rps" "$3" "$p99" <<'EOF'
+import os, sys
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[1:3])
+rps, seconds, p99 = float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+tick = 1 / os.sysconf("SC_CLK_TCK")
+user, system, requests = (u1 - u0) * tick, (s1 - s0) * tick, rps * seconds
+cpu = user + system
+print("%.0f %.0f %s %.2f %.2f" % (requests / cpu if cpu > 0 else 0, rps, p99,
+      user * 1e6 / requests if requests else 0, system * 1e6 / requests if requests else 0))
+EOF
 }
 
 echo "A: $A_BIN ${A_ENV:+($A_ENV)}"
@@ -193,8 +204,13 @@ for side in "AB":
     med[side] = statistics.median(per_cpu)
     p99 = [float(r[4]) for r in rows if r[1] == side and len(r) > 4 and r[4] != "-"]
     med["p99" + side] = statistics.median(p99) if p99 else None
+    # CPU per request split into user and kernel time: a change to the proxy's own code shows in the user part,
+    # which the kernel's batching (the noisiest part on a VM) does not move.
+    med["user" + side] = statistics.median(float(r[5]) for r in rows if r[1] == side)
+    med["sys" + side] = statistics.median(float(r[6]) for r in rows if r[1] == side)
     print(f"{side}: median {med[side]:,.0f} req per CPU-s (min {min(per_cpu):,.0f}, max {max(per_cpu):,.0f}); median {statistics.median(rps):,.0f} req/s"
-          + (f"; median p99 {med['p99' + side]:.2f} ms" if p99 else ""))
+          + (f"; median p99 {med['p99' + side]:.2f} ms" if p99 else "")
+          + f"; median CPU per request {med['user' + side]:.2f} µs user + {med['sys' + side]:.2f} µs kernel")
 by_round = {}
 for r in rows:
     by_round.setdefault(r[0], {})[r[1]] = float(r[2])
@@ -202,4 +218,5 @@ wins = sum(1 for v in by_round.values() if len(v) == 2 and v["B"] > v["A"])
 print(f"B / A = {med['B'] / med['A']:.3f} (medians); B better in {wins} of {len(by_round)} rounds")
 if med["p99A"] and med["p99B"]:
     print(f"p99 B / A = {med['p99B'] / med['p99A']:.3f} (medians)")
+print(f"user µs per request B / A = {med['userB'] / med['userA']:.3f}; kernel µs per request B / A = {med['sysB'] / med['sysA']:.3f} (medians)")
 EOF

@@ -591,7 +591,7 @@ internal sealed partial class HttpForwarder
             {
                 break;
             }
-            ResponseHead.TrySplit(line, out var nameBytes, out var valueBytes);
+            ResponseHead.SplitValid(line, out var nameBytes, out var valueBytes);
             var name = HeaderStrings.Name(nameBytes, out var known);
             if (HeaderStrings.IsHopByHop(known) || (parsed.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, name)))
             {
@@ -669,7 +669,7 @@ internal sealed partial class HttpForwarder
             {
                 break;
             }
-            ResponseHead.TrySplit(line, out var nameBytes, out var valueBytes);
+            ResponseHead.SplitValid(line, out var nameBytes, out var valueBytes);
             var known = HeaderStrings.Find(nameBytes);
             if (HeaderStrings.IsHopByHop(known)
                 || (parsed.ConnectionNamesHeaders && HeaderRules.ConnectionNames(connection, HeaderStrings.Name(nameBytes, out _))))

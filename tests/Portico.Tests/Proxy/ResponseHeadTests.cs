@@ -81,9 +81,23 @@ public sealed class ResponseHeadTests
     [InlineData("HTTP/1.1 200 OK\r\nServer : x\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\n folded: x\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nno-colon\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nNa(me: x\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX{y}: x\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nN\u00e4me: x\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX-Name-Longer-Than-Sixteen-Bytes/: x\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nX-Name-Longer-Than-Sixteen-Bytes\u007f: x\r\n\r\n")]
     public void Malformed_IsRefused(string text)
     {
         Assert.NotNull(Error(text));
+    }
+
+    [Theory]
+    [InlineData("X-Y")]
+    [InlineData("!#$%&'*+-.^_`|~")]
+    [InlineData("X-Name-Longer-Than-Sixteen-Bytes-With-Every-Symbol-!#$%&'*+-.^_`|~")]
+    public void EveryTokenCharacter_IsAcceptedInAName(string name)
+    {
+        Assert.Equal(7, Parse($"HTTP/1.1 200 OK\r\n{name}: v\r\nContent-Length: 7\r\n\r\n").ContentLength);
     }
 
     [Fact]

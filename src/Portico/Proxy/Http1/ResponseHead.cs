@@ -233,18 +233,20 @@ internal struct ResponseHead
         return true;
     }
 
-    private static bool IsToken(ReadOnlySpan<byte> name)
+    /// <summary>
+    /// Splits a line <see cref="TryParse"/> has accepted: "name:" and the value without its OWS. The copies of the head
+    /// walk it again with this, without checking again what TryParse checked.
+    /// </summary>
+    public static void SplitValid(ReadOnlySpan<byte> line, out ReadOnlySpan<byte> name, out ReadOnlySpan<byte> value)
     {
-        foreach (var b in name)
-        {
-            // tchar (RFC 9110 §5.6.2): visible ASCII except delimiters.
-            if (b <= 32 || b >= 127 || "\"(),/:;<=>?@[\\]{}"u8.Contains(b))
-            {
-                return false;
-            }
-        }
-        return true;
+        var colon = line.IndexOf((byte)':');
+        name = line[..colon];
+        value = Trim(line[(colon + 1)..]);
     }
+
+    // tchar (RFC 9110 §5.6.2), the request parser's set: one vectorised search, where a loop asking for each byte
+    // whether it is a delimiter took most of the parse.
+    private static bool IsToken(ReadOnlySpan<byte> name) => name.IndexOfAnyExcept(Server.Http1Syntax.TokenChars) < 0;
 
     public static ReadOnlySpan<byte> TrimCr(ReadOnlySpan<byte> line) =>
         line.Length > 0 && line[^1] == '\r' ? line[..^1] : line;
