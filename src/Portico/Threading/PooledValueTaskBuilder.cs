@@ -187,15 +187,71 @@ internal struct DetachedBuilder
 /// <summary>The result type of the non-generic builder.</summary>
 internal readonly struct VoidResult;
 
-/// <summary>A state machine's box: runs its steps and is the source of the method's ValueTask.</summary>
-internal abstract class PooledBox<TResult> : IValueTaskSource<TResult>, IValueTaskSource
+/// <summary>What every pooled box has, whatever its result type: the step that resumes its method.</summary>
+internal abstract class PooledBox
 {
-    private ManualResetValueTaskSourceCore<TResult> _core;
+    // What a box's resume looks like to a source: one delegate for all boxes, the box as its state.
+    private static readonly Action<object?> Resume = static box => Unsafe.As<PooledBox>(box!).MoveNext();
+
+    // The delegates .NET's ValueTask awaiters register with a source for OnCompleted(Action) and
+    // UnsafeOnCompleted(Action) (which is how the builders here wait): "call the Action in the state". Found by
+    // awaiting a probe once, so nothing depends on how the framework names them.
+    private static readonly Action<object?>? AwaiterInvoke = Probe.ContinuationOf(static probe => new ValueTask(probe, 0).GetAwaiter());
+    private static readonly Action<object?>? AwaiterOfTInvoke = Probe.ContinuationOf(static probe => new ValueTask<int>(probe, 0).GetAwaiter());
 
     protected PooledBox() => MoveNextAction = MoveNext;
 
     /// <summary>What an awaiter calls to resume the method; one delegate per box, for its whole life.</summary>
     public Action MoveNextAction { get; }
+
+    protected abstract void MoveNext();
+
+    /// <summary>
+    /// For a source's OnCompleted: when the awaiter registered "call this Action" and the Action is a pooled box's
+    /// <see cref="MoveNextAction"/> (every await in a method built here), the box's resume is registered instead, so
+    /// completing the source calls the box at once rather than through the awaiter's delegate and the Action (a
+    /// delegate call less for every continuation; the flags, and so the execution context and scheduling, are
+    /// unchanged).
+    /// </summary>
+    public static void Direct(ref Action<object?> continuation, ref object? state)
+    {
+        if ((ReferenceEquals(continuation, AwaiterInvoke) || ReferenceEquals(continuation, AwaiterOfTInvoke))
+            && state is Action action && action.Target is PooledBox box && ReferenceEquals(action, box.MoveNextAction))
+        {
+            continuation = Resume;
+            state = box;
+        }
+    }
+
+    /// <summary>A source that only records what an awaiter registers with it.</summary>
+    private sealed class Probe : IValueTaskSource, IValueTaskSource<int>
+    {
+        private Action<object?>? _continuation;
+
+        public static Action<object?>? ContinuationOf<TAwaiter>(Func<Probe, TAwaiter> awaiterOf) where TAwaiter : ICriticalNotifyCompletion
+        {
+            var probe = new Probe();
+            awaiterOf(probe).UnsafeOnCompleted(static () => { });
+            return probe._continuation;
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => ValueTaskSourceStatus.Pending;
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _continuation = continuation;
+
+        void IValueTaskSource.GetResult(short token)
+        {
+        }
+
+        int IValueTaskSource<int>.GetResult(short token) => 0;
+    }
+}
+
+/// <summary>A state machine's box: runs its steps and is the source of the method's ValueTask.</summary>
+internal abstract class PooledBox<TResult> : PooledBox, IValueTaskSource<TResult>, IValueTaskSource
+{
+    private ManualResetValueTaskSourceCore<TResult> _core;
 
     /// <summary>The execution context captured at the current await (null when flow was suppressed).</summary>
     public ExecutionContext? Context;
@@ -206,8 +262,6 @@ internal abstract class PooledBox<TResult> : IValueTaskSource<TResult>, IValueTa
 
     public void SetException(Exception exception) => _core.SetException(exception);
 
-    protected abstract void MoveNext();
-
     /// <summary>Makes the box ready for its next method and offers it to the pool.</summary>
     protected abstract void Recycle();
 
@@ -215,8 +269,11 @@ internal abstract class PooledBox<TResult> : IValueTaskSource<TResult>, IValueTa
 
     public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
-    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        Direct(ref continuation, ref state);
         _core.OnCompleted(continuation, state, token, flags);
+    }
 
     public TResult GetResult(short token)
     {

@@ -94,6 +94,39 @@ public sealed class PooledValueTaskBuilderTests
     }
 
     [Fact]
+    public async Task SourceThatAsks_ResumesTheBoxDirectly_ContextStillFlows()
+    {
+        // A source calling PooledBox.Direct gets the box itself (not the awaiter's "invoke this Action" delegate) when
+        // a pooled method awaits it; the continuation still runs in the context captured at the await.
+        var local = new AsyncLocal<string>();
+        local.Value = "caller";
+        var gate = new DirectGate();
+
+        var task = ReadAndSetLocalDirectAsync(local, gate);
+        Assert.True(gate.GotBox);
+        await Task.Run(() => gate.Open());
+
+        Assert.Equal("caller|method", await task);
+    }
+
+    [Fact]
+    public async Task SourceThatAsks_AwaitedOutsideThePooledBuilders_KeepsWhatItWasGiven()
+    {
+        var gate = new DirectGate();
+        var task = WaitOnceAsync(gate);
+        Assert.False(gate.GotBox);
+        await Task.Run(() => gate.Open());
+        Assert.Equal(1, await task);
+
+        var direct = new DirectGate();
+        var waited = false;
+        direct.WaitAsync().GetAwaiter().UnsafeOnCompleted(() => waited = true);
+        Assert.False(direct.GotBox);
+        direct.Open();
+        Assert.True(waited);
+    }
+
+    [Fact]
     public async Task ManySuspendedAtOnce_SteadyStateAllocatesNoBoxes()
     {
         // .NET's own pooling builder keeps one box per thread and one per core, so 100 methods waiting at once
@@ -276,6 +309,48 @@ public sealed class PooledValueTaskBuilderTests
         local.Value = "method";
         await gate.WaitAsync();
         return seen + "|" + local.Value;
+    }
+
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
+    private static async ValueTask<string> ReadAndSetLocalDirectAsync(AsyncLocal<string> local, DirectGate gate)
+    {
+        var seen = local.Value;
+        local.Value = "method";
+        await gate.WaitAsync();
+        return seen + "|" + local.Value;
+    }
+
+    private static async Task<int> WaitOnceAsync(DirectGate gate)
+    {
+        await gate.WaitAsync();
+        return 1;
+    }
+
+    /// <summary>A <see cref="Gate"/> whose OnCompleted asks <see cref="PooledBox.Direct"/>, as the epoll sources do.</summary>
+    private sealed class DirectGate : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _core;
+
+        public bool GotBox { get; private set; }
+
+        public ValueTask WaitAsync() => new(this, _core.Version);
+
+        public void Open() => _core.SetResult(true);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+        {
+            PooledBox.Direct(ref continuation, ref state);
+            GotBox = state is PooledBox;
+            _core.OnCompleted(continuation, state, token, flags);
+        }
+
+        public void GetResult(short token)
+        {
+            _core.GetResult(token);
+            _core.Reset();
+        }
     }
 
     /// <summary>A reusable awaitable that completes when opened, on the opener's thread (no allocation per wait).</summary>
