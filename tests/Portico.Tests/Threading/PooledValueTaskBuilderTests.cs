@@ -77,15 +77,20 @@ public sealed class PooledValueTaskBuilderTests
         Assert.Equal([1, 2], log);
     }
 
-    [Fact]
-    public async Task AsyncLocal_FlowsIntoContinuations_AndDoesNotLeakToTheCaller()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AsyncLocal_FlowsIntoContinuations_AndDoesNotLeakToTheCaller(bool sourceAsksForTheBox)
     {
+        // With sourceAsksForTheBox, the source calls PooledBox.Direct (as the epoll sources do) and gets the box itself,
+        // not the awaiter's "invoke this Action" delegate; the continuation still runs in the context of the await.
         var local = new AsyncLocal<string>();
         local.Value = "caller";
-        var gate = new Gate();
+        var gate = new Gate(sourceAsksForTheBox);
 
         var task = ReadAndSetLocalAsync(local, gate);
         Assert.Equal("caller", local.Value);   // the method's own assignment stays inside it
+        Assert.Equal(sourceAsksForTheBox, gate.GotBox);
 
         // The continuation runs on another thread with no context of its own.
         await Task.Run(() => gate.Open());
@@ -94,31 +99,15 @@ public sealed class PooledValueTaskBuilderTests
     }
 
     [Fact]
-    public async Task SourceThatAsks_ResumesTheBoxDirectly_ContextStillFlows()
-    {
-        // A source calling PooledBox.Direct gets the box itself (not the awaiter's "invoke this Action" delegate) when
-        // a pooled method awaits it; the continuation still runs in the context captured at the await.
-        var local = new AsyncLocal<string>();
-        local.Value = "caller";
-        var gate = new DirectGate();
-
-        var task = ReadAndSetLocalDirectAsync(local, gate);
-        Assert.True(gate.GotBox);
-        await Task.Run(() => gate.Open());
-
-        Assert.Equal("caller|method", await task);
-    }
-
-    [Fact]
     public async Task SourceThatAsks_AwaitedOutsideThePooledBuilders_KeepsWhatItWasGiven()
     {
-        var gate = new DirectGate();
+        var gate = new Gate(direct: true);
         var task = WaitOnceAsync(gate);
         Assert.False(gate.GotBox);
         await Task.Run(() => gate.Open());
         Assert.Equal(1, await task);
 
-        var direct = new DirectGate();
+        var direct = new Gate(direct: true);
         var waited = false;
         direct.WaitAsync().GetAwaiter().UnsafeOnCompleted(() => waited = true);
         Assert.False(direct.GotBox);
@@ -311,26 +300,21 @@ public sealed class PooledValueTaskBuilderTests
         return seen + "|" + local.Value;
     }
 
-    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder<>))]
-    private static async ValueTask<string> ReadAndSetLocalDirectAsync(AsyncLocal<string> local, DirectGate gate)
-    {
-        var seen = local.Value;
-        local.Value = "method";
-        await gate.WaitAsync();
-        return seen + "|" + local.Value;
-    }
-
-    private static async Task<int> WaitOnceAsync(DirectGate gate)
+    private static async Task<int> WaitOnceAsync(Gate gate)
     {
         await gate.WaitAsync();
         return 1;
     }
 
-    /// <summary>A <see cref="Gate"/> whose OnCompleted asks <see cref="PooledBox.Direct"/>, as the epoll sources do.</summary>
-    private sealed class DirectGate : IValueTaskSource
+    /// <summary>
+    /// A reusable awaitable that completes when opened, on the opener's thread (no allocation per wait). With
+    /// <paramref name="direct"/> its OnCompleted asks <see cref="PooledBox.Direct"/>, as the epoll sources do.
+    /// </summary>
+    private sealed class Gate(bool direct = false) : IValueTaskSource
     {
         private ManualResetValueTaskSourceCore<bool> _core;
 
+        /// <summary>The last OnCompleted was handed a pooled box to resume (only with direct).</summary>
         public bool GotBox { get; private set; }
 
         public ValueTask WaitAsync() => new(this, _core.Version);
@@ -341,31 +325,13 @@ public sealed class PooledValueTaskBuilderTests
 
         public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
         {
-            PooledBox.Direct(ref continuation, ref state);
+            if (direct)
+            {
+                PooledBox.Direct(ref continuation, ref state);
+            }
             GotBox = state is PooledBox;
             _core.OnCompleted(continuation, state, token, flags);
         }
-
-        public void GetResult(short token)
-        {
-            _core.GetResult(token);
-            _core.Reset();
-        }
-    }
-
-    /// <summary>A reusable awaitable that completes when opened, on the opener's thread (no allocation per wait).</summary>
-    private sealed class Gate : IValueTaskSource
-    {
-        private ManualResetValueTaskSourceCore<bool> _core;
-
-        public ValueTask WaitAsync() => new(this, _core.Version);
-
-        public void Open() => _core.SetResult(true);
-
-        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
-
-        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-            _core.OnCompleted(continuation, state, token, flags);
 
         public void GetResult(short token)
         {
