@@ -219,10 +219,7 @@ internal sealed class SocketInput(Socket socket, Epoll.EpollSocket? io = null) :
     ValueTaskSourceStatus IValueTaskSource<ReadResult>.GetStatus(short token) => _core.GetStatus(token);
 
     void IValueTaskSource<ReadResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
-    {
-        Threading.PooledBox.Direct(ref continuation, ref state);
-        _core.OnCompleted(continuation, state, token, flags);
-    }
+        => Threading.PooledBox.OnCompleted(ref _core, continuation, state, token, flags);
 
     /// <summary>
     /// With Portico's own event loop (<see cref="Epoll.EpollSocket"/>): the socket's readiness is known, so an emptied

@@ -223,6 +223,13 @@ internal abstract class PooledBox
         }
     }
 
+    /// <summary>A source's OnCompleted on its <paramref name="core"/>, with <see cref="Direct"/> applied first.</summary>
+    public static void OnCompleted<T>(ref ManualResetValueTaskSourceCore<T> core, Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        Direct(ref continuation, ref state);
+        core.OnCompleted(continuation, state, token, flags);
+    }
+
     /// <summary>A source that only records what an awaiter registers with it.</summary>
     private sealed class Probe : IValueTaskSource, IValueTaskSource<int>
     {
@@ -269,11 +276,8 @@ internal abstract class PooledBox<TResult> : PooledBox, IValueTaskSource<TResult
 
     public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
-    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
-    {
-        Direct(ref continuation, ref state);
-        _core.OnCompleted(continuation, state, token, flags);
-    }
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        OnCompleted(ref _core, continuation, state, token, flags);
 
     public TResult GetResult(short token)
     {

@@ -376,7 +376,7 @@ internal static unsafe partial class EpollNative
     // (Marshal.GetLastSystemError, at once, as that marshalling does).
     //
     // The callers hold the socket's handle in a try/finally, and the JIT does not inline a P/Invoke inside a try region
-    // on 64-bit: there each call went through an IL stub (0.7 % of the CPU at c64 in perf, with __tls_get_addr 0.4 %).
+    // on 64-bit: there each call went through an IL stub (0.7 % of the CPU at c64 in perf).
     // Recv and Send are therefore methods of their own that are never inlined: the call sits outside any try, and the
     // JIT emits it as a plain call.
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -748,10 +748,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
         public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
         public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
-        {
-            Threading.PooledBox.Direct(ref continuation, ref state);
-            _core.OnCompleted(continuation, state, token, flags);
-        }
+            => Threading.PooledBox.OnCompleted(ref _core, continuation, state, token, flags);
     }
 
     /// <summary>Linux errno values to <see cref="SocketError"/>, for the errors a connected TCP socket reports.</summary>
