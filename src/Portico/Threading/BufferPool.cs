@@ -24,11 +24,19 @@ internal sealed class BufferPool
     /// </summary>
     public static readonly BufferPool UpstreamResponseHead = new(16 * 1024, 1024);
 
-    private readonly PerCorePool<byte[]> _pool;
+    /// <summary>
+    /// Sends held by an epoll loop for the end of its batch: pinned (on the pinned object heap), because the loop hands
+    /// their address to the kernel in an io_uring submission (<see cref="Server.Epoll.SendRing"/>).
+    /// </summary>
+    public static readonly BufferPool Held = new(4 * 1024, 1024, pinned: true);
 
-    private BufferPool(int size, int total)
+    private readonly PerCorePool<byte[]> _pool;
+    private readonly bool _pinned;
+
+    private BufferPool(int size, int total, bool pinned = false)
     {
         Size = size;
+        _pinned = pinned;
         _pool = new PerCorePool<byte[]>(PerCorePool<byte[]>.PerCoreFor(total));
     }
 
@@ -36,7 +44,7 @@ internal sealed class BufferPool
 
     /// <summary>A buffer of at least <paramref name="minimum"/> bytes; exactly <see cref="Size"/> when that is enough.</summary>
     public byte[] Rent(int minimum = 0) =>
-        minimum <= Size ? _pool.Rent() ?? GC.AllocateUninitializedArray<byte>(Size) : ArrayPool<byte>.Shared.Rent(minimum);
+        minimum <= Size ? _pool.Rent() ?? GC.AllocateUninitializedArray<byte>(Size, _pinned) : ArrayPool<byte>.Shared.Rent(minimum);
 
     public void Return(byte[] buffer)
     {
@@ -56,5 +64,6 @@ internal sealed class BufferPool
         Connection._pool.Clear();
         UpstreamRequestHead._pool.Clear();
         UpstreamResponseHead._pool.Clear();
+        Held._pool.Clear();
     }
 }

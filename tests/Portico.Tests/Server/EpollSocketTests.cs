@@ -509,4 +509,65 @@ public sealed class EpollSocketTests
         await later.WaitAsync(Timeout);
         Assert.Equal(new string('f', (int)filled) + new string('h', 3 * 1024) + "END", all);
     }
+
+    /// <summary>
+    /// Where the loops have an io_uring, held bytes go out through it: the flush is counted on the socket, and what the
+    /// peer gets is the bytes in order. Where they have none, the mode (the start-up line's) says why.
+    /// </summary>
+    [Fact]
+    public async Task HeldBytes_GoOutThroughTheRing_WhereThereIsOne()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        using var pair = await PairAsync();
+        await RunInBatchAsync(pair, () => _ = pair.Io.SendAsync("ring"u8.ToArray()));
+        Assert.Equal("ring", await ReceiveTextAsync(pair.Peer, 4));
+        if (SendRing.AnyCreated)
+        {
+            Assert.Equal(1, pair.Io.RingSends);
+            Assert.Equal("held sends through io_uring", SendRing.Mode);
+        }
+        else
+        {
+            Assert.Equal(0, pair.Io.RingSends);
+            Assert.NotNull(SendRing.Refusal);
+            Assert.Contains(SendRing.Refusal!, SendRing.Mode);
+        }
+    }
+
+    /// <summary>
+    /// A send on the loop thread after the socket's held bytes were queued on the ring (later deferred work of the same
+    /// batch, as an HTTP/2 connection's flush) must not wait for the ring's result, which only this thread can bring:
+    /// it submits the ring first, so the loop goes on and the bytes keep their order. A close then does the same.
+    /// </summary>
+    [Fact(Timeout = 30_000)]   // the bug it guards against is a loop thread spinning on its own gate: a hang
+    public async Task SendAfterTheFlushWasQueued_OnTheLoopThread_SubmitsFirst_InOrder()
+    {
+        if (!Supported)
+        {
+            return;
+        }
+        using var pair = await PairAsync();
+        var laterCompleted = false;
+        await RunInBatchAsync(pair, () =>
+        {
+            _ = pair.Io.SendAsync("first "u8.ToArray());   // held; its flush is deferred work of this batch
+            Assert.True(EpollLoop.Defer(new DeferredItem(() =>
+            {
+                // Runs after the flush was queued on the ring (when there is one).
+                laterCompleted = pair.Io.SendAsync("second "u8.ToArray()).IsCompletedSuccessfully;
+                Assert.True(EpollLoop.Defer(new DeferredItem(() =>
+                {
+                    _ = pair.Io.SendAsync("third"u8.ToArray());
+                    pair.Io.Close();
+                    pair.Io.Socket.Shutdown(SocketShutdown.Send);
+                })));
+            })));
+        });
+        Assert.Equal("first second third", await ReceiveTextAsync(pair.Peer, 18));
+        Assert.Equal(0, await pair.Peer.ReceiveAsync(new byte[8], SocketFlags.None).WaitAsync(Timeout));
+        Assert.True(laterCompleted);
+    }
 }

@@ -47,8 +47,14 @@ internal sealed unsafe class EpollLoop
     private EpollLoop(int epfd, int index)
     {
         _epfd = epfd;
-        ServiceThread.Start("portico-epoll-" + index, Run);
+        using var ready = new ManualResetEventSlim();
+        ServiceThread.Start("portico-epoll-" + index, () => Run(ready));
+        // The ring is made on the loop's thread (its only submitter); wait for it, so the start-up line can tell.
+        ready.Wait();
     }
+
+    /// <summary>The loop's io_uring for held sends; null where there is none (<see cref="SendRing.TryCreate"/>). Loop thread only.</summary>
+    internal SendRing? Ring { get; private set; }
 
     /// <summary>True when sockets go through Portico's own loops (decided once, at the first use).</summary>
     public static bool Enabled => Chosen.Value && Loops.Value is not null;
@@ -59,7 +65,7 @@ internal sealed unsafe class EpollLoop
     private static string? _disabledReason;
 
     /// <summary>"own epoll loops" or why not, for the start-up line.</summary>
-    public static string Mode => Enabled ? "own epoll loops" : ".NET's socket engine (" + DisabledReason + ")";
+    public static string Mode => Enabled ? "own epoll loops, " + SendRing.Mode : ".NET's socket engine (" + DisabledReason + ")";
 
     private static bool Choose()
     {
@@ -230,7 +236,10 @@ internal sealed unsafe class EpollLoop
         return true;
     }
 
-    /// <summary>Runs the deferred work of the batch, including work that work deferred while it ran.</summary>
+    /// <summary>
+    /// Runs the deferred work of the batch, including work that work deferred while it ran, then submits the sends it
+    /// queued on the ring.
+    /// </summary>
     private void RunDeferred()
     {
         for (var i = 0; i < _deferredCount; i++)
@@ -247,6 +256,17 @@ internal sealed unsafe class EpollLoop
             }
         }
         _deferredCount = 0;
+        if (Ring is { Queued: > 0 } ring)
+        {
+            try
+            {
+                ring.Submit();
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine("portico: unhandled exception in an io_uring submission on an epoll loop: " + ex);
+            }
+        }
     }
 
     /// <summary>
@@ -260,9 +280,17 @@ internal sealed unsafe class EpollLoop
         return int.TryParse(text, out var n) && n is > 0 and <= 4096 ? n : 64;
     }
 
-    private void Run()
+    private void Run(ManualResetEventSlim ready)
     {
         t_current = this;
+        try
+        {
+            Ring = SendRing.TryCreate();
+        }
+        finally
+        {
+            ready.Set();
+        }
         var events = (EpollNative.EpollEvent*)NativeMemory.Alloc((nuint)MaxEvents, (nuint)sizeof(EpollNative.EpollEvent));
         while (true)
         {

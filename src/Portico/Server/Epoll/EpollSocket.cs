@@ -46,6 +46,9 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     private int _heldLength;
     private int _heldGate;
     private bool _flushQueued;
+    private bool _inRing;
+    private bool _ringHandleAdded;
+    private int _ringSeen;
     private Task? _drain;
     private int _readEvents;
     private int _drainedAt = -1;
@@ -75,6 +78,9 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     internal int Slot { get; }
 
     internal ulong Token { get; }
+
+    /// <summary>How many flushes of held bytes went out through the loop's io_uring (tests; loop thread only).</summary>
+    internal int RingSends { get; private set; }
 
     /// <summary>False once a read found the socket empty and no event has come since: a read now would block.</summary>
     public bool MayBeReadable => Volatile.Read(ref _readEvents) != _drainedAt || _ended || _closed;
@@ -287,7 +293,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     /// <summary>Sends all of <paramref name="buffer"/>, waiting for room when the socket's buffer is full.</summary>
     public ValueTask SendAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        if (DeferSends && buffer.Length <= BufferPool.Connection.Size && _loop.IsCurrent && TryHold(buffer.Span))
+        if (DeferSends && buffer.Length <= BufferPool.Held.Size && _loop.IsCurrent && TryHold(buffer.Span))
         {
             return default;
         }
@@ -347,11 +353,11 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
         EnterHeld();
         try
         {
-            if (_heldLength + bytes.Length > BufferPool.Connection.Size)
+            if (_heldLength + bytes.Length > BufferPool.Held.Size)
             {
                 return false;
             }
-            _held ??= BufferPool.Connection.Rent();
+            _held ??= BufferPool.Held.Rent();
             bytes.CopyTo(_held.AsSpan(_heldLength));
             Volatile.Write(ref _heldLength, _heldLength + bytes.Length);
         }
@@ -372,11 +378,98 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
         return true;
     }
 
-    /// <summary>The end of the loop's batch: the held bytes go out.</summary>
+    /// <summary>
+    /// The end of the loop's batch: the held bytes go out, queued on the loop's io_uring when it has one (the loop
+    /// submits the queue once the batch's deferred work is done), else with a send(2) now.
+    /// </summary>
     void IThreadPoolWorkItem.Execute()
     {
         _flushQueued = false;
-        FlushDeferred();
+        if (_loop.Ring is not { } ring || !TryQueueOnRing(ring))
+        {
+            FlushDeferred();
+        }
+    }
+
+    /// <summary>
+    /// Queues the held bytes on <paramref name="ring"/>; false when they must go out by send(2) instead (a drain is
+    /// under way). The gate stays taken, and the handle referenced, until the ring hands back the result
+    /// (<see cref="CompleteRingSend"/>): until then no other send, flush or close can slip in before these bytes. A
+    /// party on the loop's own thread that wants the gate meanwhile submits the ring first (<see cref="EnterHeld"/>).
+    /// </summary>
+    private unsafe bool TryQueueOnRing(SendRing ring)
+    {
+        if (_drain is not null)
+        {
+            return false;
+        }
+        EnterHeld();
+        var length = _heldLength;
+        var held = _held;
+        if (length == 0 || held is null || _closed)
+        {
+            ExitHeld();
+            return length == 0 || held is null;
+        }
+        var added = false;
+        try
+        {
+            Handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        if (!added)
+        {
+            ExitHeld();
+            return false;
+        }
+        _ringHandleAdded = true;
+        _ringSeen = Volatile.Read(ref _writeEvents);
+        _inRing = true;
+        // Held buffers are pinned (BufferPool.Held), so the address stays good until the submission is done.
+        ring.Queue(this, Fd, (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(held)), length);
+        return true;
+    }
+
+    /// <summary>
+    /// The ring's result for the bytes <see cref="TryQueueOnRing"/> queued (on the loop's thread, with the gate still
+    /// taken): the bytes sent, a negative errno, or <see cref="SendRing.RingNotTaken"/> (the kernel took nothing: the
+    /// bytes go out by send(2)). A short send leaves the rest to drain as room comes, as <see cref="FlushDeferred"/> does.
+    /// </summary>
+    internal void CompleteRingSend(int result)
+    {
+        _inRing = false;
+        if (_ringHandleAdded)
+        {
+            _ringHandleAdded = false;
+            Handle.DangerousRelease();
+        }
+        if (result == SendRing.RingNotTaken)
+        {
+            ExitHeld();
+            FlushDeferred();
+            return;
+        }
+        RingSends++;
+        try
+        {
+            var length = _heldLength;
+            var held = _held!;
+            // -EAGAIN: no room at all; any other error drops the bytes (the owner's next receive meets it), as a send(2) would.
+            var sent = result >= 0 ? result : result == -EpollNative.EAgain ? 0 : length;
+            _heldLength = 0;
+            _held = null;
+            if (sent < length)
+            {
+                _drain = SendSlowAsync(held.AsSpan(sent, length - sent).ToArray(), _ringSeen, default).AsTask();
+            }
+            BufferPool.Held.Return(held);
+        }
+        finally
+        {
+            ExitHeld();
+        }
     }
 
     /// <summary>
@@ -432,7 +525,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
                 // No room for all of it (a peer that does not read): the rest goes out as room comes.
                 _drain = SendSlowAsync(held.AsSpan(sent, length - sent).ToArray(), seen, default).AsTask();
             }
-            BufferPool.Connection.Return(held);
+            BufferPool.Held.Return(held);
             return sent == length;
         }
         finally
@@ -462,9 +555,23 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
 
     private void EnterHeld()
     {
+        if (Interlocked.CompareExchange(ref _heldGate, 1, 0) != 0)
+        {
+            EnterHeldContended();
+        }
+    }
+
+    private void EnterHeldContended()
+    {
         var spinner = default(SpinWait);
         while (Interlocked.CompareExchange(ref _heldGate, 1, 0) != 0)
         {
+            if (_inRing && _loop.IsCurrent)
+            {
+                // Taken by this thread's own queued send (TryQueueOnRing): submitting the ring completes it.
+                _loop.Ring!.Submit();
+                continue;
+            }
             spinner.SpinOnce();
         }
     }
