@@ -383,6 +383,12 @@ internal sealed class FastConnection : ConnectionContext, IDuplexPipe, IFeatureC
                 input.Writer.Write(unconsumed);
                 _ = input.Writer.FlushAsync();
             }
+            if (_io?.TakeStaged() is { } staged)
+            {
+                // Received by the loop for the reader and not taken yet (EpollSocket.StageReceive): next in the stream.
+                input.Writer.Write(staged);
+                _ = input.Writer.FlushAsync();
+            }
             var ended = reader.Ended;
             reader.Complete();
             if (ended)

@@ -26,7 +26,7 @@ internal sealed class BufferPool
 
     /// <summary>
     /// Sends held by an epoll loop for the end of its batch: pinned (on the pinned object heap), because the loop hands
-    /// their address to the kernel in an io_uring submission (<see cref="Server.Epoll.SendRing"/>).
+    /// their address to the kernel in an io_uring submission (<see cref="Server.Epoll.IoRing"/>).
     /// </summary>
     public static readonly BufferPool Held = new(4 * 1024, 1024, pinned: true);
 

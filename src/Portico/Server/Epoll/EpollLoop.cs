@@ -42,6 +42,7 @@ internal sealed unsafe class EpollLoop
     [ThreadStatic]
     private static EpollLoop? t_current;
     private IThreadPoolWorkItem?[] _deferred = new IThreadPoolWorkItem?[64];
+    private readonly EpollSocket?[] _batch = new EpollSocket?[MaxEvents];
     private int _deferredCount;
 
     private EpollLoop(int epfd, int index)
@@ -53,8 +54,8 @@ internal sealed unsafe class EpollLoop
         ready.Wait();
     }
 
-    /// <summary>The loop's io_uring for held sends; null where there is none (<see cref="SendRing.TryCreate"/>). Loop thread only.</summary>
-    internal SendRing? Ring { get; private set; }
+    /// <summary>The loop's io_uring for held sends; null where there is none (<see cref="IoRing.TryCreate"/>). Loop thread only.</summary>
+    internal IoRing? Ring { get; private set; }
 
     /// <summary>True when sockets go through Portico's own loops (decided once, at the first use).</summary>
     public static bool Enabled => Chosen.Value && Loops.Value is not null;
@@ -65,7 +66,7 @@ internal sealed unsafe class EpollLoop
     private static string? _disabledReason;
 
     /// <summary>"own epoll loops" or why not, for the start-up line.</summary>
-    public static string Mode => Enabled ? "own epoll loops, " + SendRing.Mode : ".NET's socket engine (" + DisabledReason + ")";
+    public static string Mode => Enabled ? "own epoll loops, " + IoRing.Mode : ".NET's socket engine (" + DisabledReason + ")";
 
     private static bool Choose()
     {
@@ -285,7 +286,7 @@ internal sealed unsafe class EpollLoop
         t_current = this;
         try
         {
-            Ring = SendRing.TryCreate();
+            Ring = IoRing.TryCreate();
         }
         finally
         {
@@ -310,12 +311,90 @@ internal sealed unsafe class EpollLoop
     }
 
     /// <summary>
+    /// One batch of events with the ring: every event is noted first, with a receive queued for each reader that waits
+    /// (<see cref="EpollSocket.NoteEvents"/>); one submission makes those receives; then the waiters run, in the
+    /// order of the events, and find their bytes received. A batch's receives are one system call instead of one each.
+    /// </summary>
+    private void DispatchWithRing(EpollNative.EpollEvent* events, int count, IoRing ring)
+    {
+        var slots = Volatile.Read(ref _slots);
+        var batch = _batch;
+        for (var i = 0; i < count; i++)
+        {
+            var token = events[i].Data;
+            var slot = (int)(uint)token;
+            if ((uint)slot >= (uint)slots.Length)
+            {
+                slots = Volatile.Read(ref _slots);
+                if ((uint)slot >= (uint)slots.Length)
+                {
+                    batch[i] = null;
+                    continue;
+                }
+            }
+            var io = slots[slot];
+            if (io is null || io.Token != token)
+            {
+                batch[i] = null;
+                continue;
+            }
+            batch[i] = io;
+            try
+            {
+                io.NoteEvents(events[i].Events, ring);
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine("portico: unhandled exception on an epoll loop: " + ex);
+            }
+        }
+        if (ring.Queued > 0)
+        {
+            try
+            {
+                ring.Submit();
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine("portico: unhandled exception in an io_uring submission on an epoll loop: " + ex);
+            }
+        }
+        for (var i = 0; i < count; i++)
+        {
+            var io = batch[i];
+            if (io is null)
+            {
+                continue;
+            }
+            batch[i] = null;
+            if ((i & (LoopClock.EventsPerTick - 1)) == LoopClock.EventsPerTick - 1)
+            {
+                LoopClock.Tick();
+            }
+            try
+            {
+                io.FireEvents(events[i].Events);
+            }
+            catch (Exception ex)
+            {
+                // A continuation that throws out of its own frame is a bug; the loop must outlive it.
+                Console.Error.WriteLine("portico: unhandled exception on an epoll loop: " + ex);
+            }
+        }
+    }
+
+    /// <summary>
     /// One batch of events. Its own method so the JIT tiers it up with profile data like any other: the loop above
     /// never returns, so its body would only ever run as on-stack-replacement code.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void Dispatch(EpollNative.EpollEvent* events, int count)
     {
+        if (Ring is { } ring && IoRing.Receives)
+        {
+            DispatchWithRing(events, count, ring);
+            return;
+        }
         var slots = Volatile.Read(ref _slots);
         for (var i = 0; i < count; i++)
         {

@@ -82,13 +82,30 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     /// <summary>How many flushes of held bytes went out through the loop's io_uring (tests; loop thread only).</summary>
     internal int RingSends { get; private set; }
 
-    /// <summary>False once a read found the socket empty and no event has come since: a read now would block.</summary>
-    public bool MayBeReadable => Volatile.Read(ref _readEvents) != _drainedAt || _ended || _closed;
+    /// <summary>How many receives the loop made for this socket's reader through its io_uring (tests; loop thread only).</summary>
+    internal int RingReceives { get; private set; }
 
-    /// <summary>Called by the loop with the events epoll reported for this socket.</summary>
+    /// <summary>False once a read found the socket empty and no event has come since: a read now would block.</summary>
+    public bool MayBeReadable => Volatile.Read(ref _readEvents) != _drainedAt || _hasStaged || _ended || _closed;
+
+    private const uint ReadSide = EpollNative.EpollIn | EpollNative.EpollRdHup | EpollNative.EpollHup | EpollNative.EpollErr;
+    private const uint WriteSide = EpollNative.EpollOut | EpollNative.EpollHup | EpollNative.EpollErr;
+
+    /// <summary>Called by the loop with the events epoll reported for this socket (<see cref="NoteEvents"/>, then <see cref="FireEvents"/>).</summary>
     internal void OnEvents(uint events)
     {
-        if ((events & (EpollNative.EpollIn | EpollNative.EpollRdHup | EpollNative.EpollHup | EpollNative.EpollErr)) != 0)
+        NoteEvents(events, null);
+        FireEvents(events);
+    }
+
+    /// <summary>
+    /// The first half of an event, before any continuation of the batch runs: the event is counted, and with
+    /// <paramref name="ring"/> a reader that waits is taken (<see cref="Waiter.TryClaim"/>) and a receive is queued for
+    /// it (<see cref="StageReceive"/>); the loop submits those together, then fires.
+    /// </summary>
+    internal void NoteEvents(uint events, IoRing? ring)
+    {
+        if ((events & ReadSide) != 0)
         {
             if ((events & (EpollNative.EpollRdHup | EpollNative.EpollHup | EpollNative.EpollErr)) != 0)
             {
@@ -96,15 +113,200 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
                 // event of its own when it came with that data, so a short read must not make the socket look empty.
                 _ended = true;
             }
-            Interlocked.Increment(ref _readEvents);
-            _reader?.Fire();
-            _watcher?.Fire();
+            var seen = Interlocked.Increment(ref _readEvents);
+            if (ring is not null && !_hasStaged && _reader is { } reader && reader.TryClaim())
+            {
+                _readerClaimed = true;
+                StageReceive(ring, seen);
+            }
         }
-        if ((events & (EpollNative.EpollOut | EpollNative.EpollHup | EpollNative.EpollErr)) != 0)
+        if ((events & WriteSide) != 0)
         {
             Interlocked.Increment(ref _writeEvents);
+        }
+    }
+
+    /// <summary>The second half of an event: whoever waits for it runs (on the loop's thread).</summary>
+    internal void FireEvents(uint events)
+    {
+        if ((events & ReadSide) != 0)
+        {
+            if (_readerClaimed)
+            {
+                _readerClaimed = false;
+                _reader!.RunClaimed();
+            }
+            else
+            {
+                _reader?.Fire();
+            }
+            _watcher?.Fire();
+        }
+        if ((events & WriteSide) != 0)
+        {
             _writer?.Fire();
         }
+    }
+
+    // ---- receives made by the loop's ring ----
+
+    // A receive the loop made for the waiting reader (StageReceive), into a pinned buffer of the held pool, and not yet
+    // taken by a Receive: _staged[_stagedStart.._stagedEnd], or an error to report (_stagedError). Set on the loop's
+    // thread while the reader is claimed (so before the reader runs); read and emptied by the reader.
+    private byte[]? _staged;
+    private int _stagedStart;
+    private int _stagedEnd;
+    private SocketError _stagedError;
+    private bool _hasStaged;
+    private bool _readerClaimed;
+    private bool _stageHandleAdded;
+    private int _stageSeen;
+
+    /// <summary>Queues a receive on the ring for the reader this event woke (claimed by the caller).</summary>
+    private unsafe void StageReceive(IoRing ring, int seen)
+    {
+        if (_closed)
+        {
+            return;
+        }
+        var added = false;
+        try
+        {
+            Handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        if (!added)
+        {
+            return;
+        }
+        _stageHandleAdded = true;
+        _stageSeen = seen;
+        var buffer = BufferPool.Held.Rent();
+        _staged = buffer;
+        ring.QueueReceive(this, Fd, (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer)), buffer.Length);
+    }
+
+    /// <summary>
+    /// The ring's result for <see cref="StageReceive"/>: bytes kept for the reader's next <see cref="Receive(Span{byte}, out SocketError)"/>, the
+    /// peer's end, nothing (-EAGAIN: the socket is empty), an error kept for the reader, or
+    /// <see cref="IoRing.RingNotTaken"/> (the reader receives by itself).
+    /// </summary>
+    internal void CompleteRingReceive(int result)
+    {
+        if (_stageHandleAdded)
+        {
+            _stageHandleAdded = false;
+            Handle.DangerousRelease();
+        }
+        var buffer = _staged!;
+        if (result > 0)
+        {
+            RingReceives++;
+            _stagedStart = 0;
+            _stagedEnd = result;
+            if (result < buffer.Length)
+            {
+                // Less than asked: empty as of this event, as a short recv(2) says (Receive).
+                _drainedAt = _stageSeen;
+            }
+            Volatile.Write(ref _hasStaged, true);   // after the fields above, for a peek on another thread
+            return;
+        }
+        _staged = null;
+        BufferPool.Held.Return(buffer);
+        if (result == 0)
+        {
+            _ended = true;
+        }
+        else if (result == -EpollNative.EAgain)
+        {
+            _drainedAt = _stageSeen;
+        }
+        else if (result != IoRing.RingNotTaken && result != -EpollNative.EIntr)
+        {
+            _stagedError = Errors.FromErrno(-result);
+            _hasStaged = true;
+        }
+    }
+
+    /// <summary>
+    /// Bytes the loop received for the reader that the reader has not taken (its buffer had less room), taken out now;
+    /// null when there are none. For a hand-over of the socket to .NET's engine: they come after what the reader holds.
+    /// </summary>
+    public byte[]? TakeStaged()
+    {
+        if (!_hasStaged || _staged is not { } staged)
+        {
+            return null;
+        }
+        var rest = staged.AsSpan(_stagedStart, _stagedEnd - _stagedStart).ToArray();
+        _staged = null;
+        _hasStaged = _stagedError != SocketError.Success;
+        BufferPool.Held.Return(staged);
+        return rest;
+    }
+
+    /// <summary>
+    /// A receive served from what the loop received for this reader (<see cref="StageReceive"/>); false when there is
+    /// nothing after all (a peek on another thread that met the reader taking the last bytes): the caller receives.
+    /// </summary>
+    private bool TryReceiveStaged(Span<byte> buffer, int flags, out int taken, out SocketError error)
+    {
+        var peek = (flags & EpollNative.MsgPeek) != 0;
+        if (_stagedError != SocketError.Success)
+        {
+            error = _stagedError;
+            taken = 0;
+            if (!peek)
+            {
+                _stagedError = SocketError.Success;
+                _hasStaged = _staged is not null;
+            }
+            return true;
+        }
+        var staged = _staged;
+        if (staged is null)
+        {
+            taken = 0;
+            error = SocketError.Success;
+            return false;
+        }
+        taken = Math.Min(_stagedEnd - _stagedStart, buffer.Length);
+        staged.AsSpan(_stagedStart, taken).CopyTo(buffer);
+        error = SocketError.Success;
+        if (peek)
+        {
+            return true;
+        }
+        _stagedStart += taken;
+        if (_stagedStart < _stagedEnd)
+        {
+            return true;
+        }
+        var full = _stagedEnd == staged.Length;
+        _hasStaged = false;
+        _staged = null;
+        BufferPool.Held.Return(staged);
+        if (!full || taken == buffer.Length)
+        {
+            return true;
+        }
+        // The loop's receive filled its buffer, so more may be waiting (a large body): read on into the rest, as one
+        // receive of the caller's size would have.
+        var more = Receive(buffer[taken..], flags, out var next);
+        if (next == SocketError.Success)
+        {
+            taken += more;
+        }
+        else if (next != SocketError.WouldBlock)
+        {
+            // Reported at the next receive: these bytes come first.
+            _stagedError = next;
+            _hasStaged = true;
+        }
+        return true;
     }
 
     // ---- reading ----
@@ -119,6 +321,10 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     private unsafe int Receive(Span<byte> buffer, int flags, out SocketError error)
     {
         ObjectDisposedException.ThrowIf(_closed, this);
+        if (_hasStaged && TryReceiveStaged(buffer, flags, out var taken, out error))
+        {
+            return taken;
+        }
         var seen = Volatile.Read(ref _readEvents);
         var added = false;
         try
@@ -209,7 +415,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     public bool TryCallWhenReadable(Action<object?> callback, object state)
     {
         var drainedAt = _drainedAt;
-        if (Volatile.Read(ref _readEvents) != drainedAt || _ended || _closed)
+        if (Volatile.Read(ref _readEvents) != drainedAt || _hasStaged || _ended || _closed)
         {
             return false;
         }
@@ -220,7 +426,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     public ValueTask WaitReadableAsync(CancellationToken cancellationToken = default)
     {
         var drainedAt = _drainedAt;
-        if (Volatile.Read(ref _readEvents) != drainedAt || _ended || _closed)
+        if (Volatile.Read(ref _readEvents) != drainedAt || _hasStaged || _ended || _closed)
         {
             return default;
         }
@@ -397,7 +603,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     /// (<see cref="CompleteRingSend"/>): until then no other send, flush or close can slip in before these bytes. A
     /// party on the loop's own thread that wants the gate meanwhile submits the ring first (<see cref="EnterHeld"/>).
     /// </summary>
-    private unsafe bool TryQueueOnRing(SendRing ring)
+    private unsafe bool TryQueueOnRing(IoRing ring)
     {
         if (_drain is not null)
         {
@@ -434,7 +640,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
 
     /// <summary>
     /// The ring's result for the bytes <see cref="TryQueueOnRing"/> queued (on the loop's thread, with the gate still
-    /// taken): the bytes sent, a negative errno, or <see cref="SendRing.RingNotTaken"/> (the kernel took nothing: the
+    /// taken): the bytes sent, a negative errno, or <see cref="IoRing.RingNotTaken"/> (the kernel took nothing: the
     /// bytes go out by send(2)). A short send leaves the rest to drain as room comes, as <see cref="FlushDeferred"/> does.
     /// </summary>
     internal void CompleteRingSend(int result)
@@ -445,7 +651,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
             _ringHandleAdded = false;
             Handle.DangerousRelease();
         }
-        if (result == SendRing.RingNotTaken)
+        if (result == IoRing.RingNotTaken)
         {
             ExitHeld();
             FlushDeferred();
@@ -703,7 +909,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
         /// <summary>Something happened after <paramref name="seen"/> (an event, the peer's end, a close): no wait.</summary>
         private bool Happened(int seen) => owner._closed
             || (kind == WaiterKind.Write ? Volatile.Read(ref owner._writeEvents) != seen : Volatile.Read(ref owner._readEvents) != seen)
-            || (kind == WaiterKind.Read && owner._ended);
+            || (kind == WaiterKind.Read && (owner._ended || owner._hasStaged));
 
         /// <summary>Arms; false when something happened since <paramref name="seen"/> and the arming was taken back.</summary>
         private bool TryArm(int seen)
@@ -775,7 +981,19 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
         /// <summary>The loop saw an event (or the socket closed): the wait, if armed, completes here.</summary>
         public void Fire()
         {
-            while (Volatile.Read(ref _armed) == 1 && Interlocked.Exchange(ref _armed, 0) == 1)
+            if (TryClaim())
+            {
+                RunClaimed();
+            }
+        }
+
+        /// <summary>Takes the armed wait for the caller, who must then <see cref="RunClaimed"/>: nothing else can complete it meanwhile.</summary>
+        public bool TryClaim() => Volatile.Read(ref _armed) == 1 && Interlocked.Exchange(ref _armed, 0) == 1;
+
+        /// <summary>Completes a wait taken by <see cref="TryClaim"/>.</summary>
+        public void RunClaimed()
+        {
+            while (true)
             {
                 if (_callback is { } callback)
                 {
@@ -811,11 +1029,10 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
                 if (error == SocketError.WouldBlock)
                 {
                     // The bytes went to an earlier read: wait for the next event (or take it, if it came already).
-                    if (TryArm(owner._drainedAt))
+                    if (TryArm(owner._drainedAt) || !TryClaim())
                     {
                         return;
                     }
-                    Interlocked.Exchange(ref _armed, 1);
                     continue;
                 }
                 _receiveInto = default;

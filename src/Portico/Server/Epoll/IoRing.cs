@@ -4,30 +4,38 @@ using System.Runtime.InteropServices;
 namespace Portico.Server.Epoll;
 
 /// <summary>
-/// An io_uring of one <see cref="EpollLoop"/>, used for one thing: the sends held for the end of a batch of events
-/// (<see cref="EpollSocket"/>) go to the kernel as one submission of IORING_OP_SEND entries instead of one send(2) each.
-/// Each system call costs its entry and exit, which on this kind of virtual machine is a large part of a proxied
-/// request (docs/performance.md, "The wall, and the next step"); a batch of 20 held sends is then one call.
+/// An io_uring of one <see cref="EpollLoop"/>, for the two system calls a proxied request makes on each side:
+/// the receives of a batch of events (the loop receives for each reader that waits before running it, one submission
+/// of IORING_OP_RECV entries) and the sends held to the end of the batch (one submission of IORING_OP_SEND entries),
+/// instead of a recv(2) or send(2) each. Each system call costs its entry and exit, which on this kind of virtual
+/// machine is a large part of a proxied request (docs/performance.md, "The wall, and the next step").
 /// </summary>
 /// <remarks>
 /// <para>
-/// Every entry carries MSG_DONTWAIT, so the kernel makes each send at once during the submission, as send(2) on a
-/// non-blocking socket would: all of it, part of it, or -EAGAIN when the socket's buffer is full. Nothing is left in
-/// flight after <see cref="Submit"/> returns (the kernel never parks such a send to retry it later), so a send's buffer
-/// and its socket's handle are only needed for the length of that call. The results are read from the completion queue
-/// and handed back to each socket (<see cref="EpollSocket.CompleteRingSend"/>), which deals with a short send as a
-/// short send(2).
+/// Every entry carries MSG_DONTWAIT, so the kernel makes each call at once during the submission, as recv(2) or send(2)
+/// on a non-blocking socket would: bytes, part of them, or -EAGAIN. Nothing is left in flight after
+/// <see cref="Submit"/> returns (the kernel never parks such a call to retry it later), so a buffer and its socket's
+/// handle are only needed for the length of that call. The results are read from the completion queue and handed back
+/// to each socket (<see cref="EpollSocket.CompleteRingReceive"/>, <see cref="EpollSocket.CompleteRingSend"/>), which
+/// deals with them as with the results of the plain calls.
 /// </para>
 /// <para>
 /// Only the loop's own thread touches the ring (it is created there, with IORING_SETUP_SINGLE_ISSUER). Where
 /// io_uring is missing or refused (an older kernel, a seccomp profile, <c>kernel.io_uring_disabled</c>), or
-/// <c>PORTICO_IO_URING=0</c>, the loop has no ring and each held send is a send(2), as before.
+/// <c>PORTICO_IO_URING=0</c>, the loop has no ring and makes plain calls, as before; <c>PORTICO_IO_URING_RECEIVE=0</c>
+/// keeps the ring to the sends.
 /// </para>
 /// </remarks>
-internal sealed unsafe partial class SendRing
+internal sealed unsafe partial class IoRing
 {
     /// <summary>The environment variable that turns the rings off ("0").</summary>
     public const string Variable = "PORTICO_IO_URING";
+
+    /// <summary>The environment variable that keeps the rings to sends ("0"): each reader then makes its own recv(2).</summary>
+    public const string ReceiveVariable = "PORTICO_IO_URING_RECEIVE";
+
+    /// <summary>True when the loops make the receives of a batch through their rings (<see cref="EpollLoop"/>).</summary>
+    public static readonly bool Receives = Environment.GetEnvironmentVariable(ReceiveVariable) != "0";
 
     private const uint Entries = 256;
 
@@ -40,13 +48,14 @@ internal sealed unsafe partial class SendRing
     private readonly uint _cqMask;
     private readonly Cqe* _cqes;
     private readonly EpollSocket?[] _pending = new EpollSocket?[Entries];
+    private readonly bool[] _receives = new bool[Entries];
     private uint _tail;
     private int _queued;
 
     private static string? _refusal;
     private static int _created;
 
-    private SendRing(int ringFd, uint* sqTail, uint sqMask, Sqe* sqes, uint* cqHead, uint* cqTail, uint cqMask, Cqe* cqes)
+    private IoRing(int ringFd, uint* sqTail, uint sqMask, Sqe* sqes, uint* cqHead, uint* cqTail, uint cqMask, Cqe* cqes)
     {
         _ringFd = ringFd;
         _sqTail = sqTail;
@@ -61,7 +70,7 @@ internal sealed unsafe partial class SendRing
 
     /// <summary>How the loops make their held sends, for the start-up line.</summary>
     public static string Mode => Volatile.Read(ref _created) > 0
-        ? "held sends through io_uring"
+        ? Receives ? "sends and receives through io_uring" : "held sends through io_uring"
         : _refusal is null ? "held sends through send(2)" : "held sends through send(2): " + _refusal;
 
     /// <summary>True once some loop made its ring.</summary>
@@ -74,7 +83,7 @@ internal sealed unsafe partial class SendRing
     public int Queued => _queued;
 
     /// <summary>Makes a ring on the calling thread (the loop's), or null where io_uring is off or not to be had.</summary>
-    public static SendRing? TryCreate()
+    public static IoRing? TryCreate()
     {
         if (Environment.GetEnvironmentVariable(Variable) == "0")
         {
@@ -136,7 +145,7 @@ internal sealed unsafe partial class SendRing
             array[i] = i;
         }
         Interlocked.Increment(ref _created);
-        return new SendRing(
+        return new IoRing(
             fd,
             (uint*)(rings + parameters.SqOff.Tail),
             *(uint*)(rings + parameters.SqOff.RingMask),
@@ -152,7 +161,16 @@ internal sealed unsafe partial class SendRing
     /// array) on <paramref name="fd"/>, for <paramref name="owner"/> to be told the result at the next
     /// <see cref="Submit"/>. A full queue is submitted first.
     /// </summary>
-    public void Queue(EpollSocket owner, int fd, byte* buffer, int length)
+    public void Queue(EpollSocket owner, int fd, byte* buffer, int length) => Queue(owner, fd, buffer, length, OpSend, false);
+
+    /// <summary>
+    /// Queues a receive of up to <paramref name="length"/> bytes into <paramref name="buffer"/> (pinned) from
+    /// <paramref name="fd"/>; <paramref name="owner"/> gets the result at the next <see cref="Submit"/>
+    /// (<see cref="EpollSocket.CompleteRingReceive"/>).
+    /// </summary>
+    public void QueueReceive(EpollSocket owner, int fd, byte* buffer, int length) => Queue(owner, fd, buffer, length, OpRecv, true);
+
+    private void Queue(EpollSocket owner, int fd, byte* buffer, int length, byte opcode, bool receive)
     {
         if (_queued == (int)Entries)
         {
@@ -160,12 +178,13 @@ internal sealed unsafe partial class SendRing
         }
         var sqe = _sqes + (_tail & _sqMask);
         *sqe = default;
-        sqe->Opcode = OpSend;
+        sqe->Opcode = opcode;
         sqe->Fd = fd;
         sqe->Addr = (ulong)buffer;
         sqe->Len = (uint)length;
-        sqe->MsgFlags = (uint)(EpollNative.MsgNoSignal | MsgDontWait);
+        sqe->MsgFlags = receive ? MsgDontWait : (uint)EpollNative.MsgNoSignal | MsgDontWait;
         sqe->UserData = (ulong)_queued;
+        _receives[_queued] = receive;
         _pending[_queued++] = owner;
         _tail++;
     }
@@ -213,7 +232,14 @@ internal sealed unsafe partial class SendRing
                 var owner = _pending[index];
                 _pending[index] = null;
                 completed++;
-                owner?.CompleteRingSend(cqe.Res);
+                if (_receives[index])
+                {
+                    owner?.CompleteRingReceive(cqe.Res);
+                }
+                else
+                {
+                    owner?.CompleteRingSend(cqe.Res);
+                }
             }
             Volatile.Write(ref *_cqHead, head);
         }
@@ -231,7 +257,14 @@ internal sealed unsafe partial class SendRing
         {
             var owner = _pending[i];
             _pending[i] = null;
-            owner?.CompleteRingSend(RingNotTaken);
+            if (_receives[i])
+            {
+                owner?.CompleteRingReceive(RingNotTaken);
+            }
+            else
+            {
+                owner?.CompleteRingSend(RingNotTaken);
+            }
         }
         _queued = 0;
     }
@@ -248,7 +281,8 @@ internal sealed unsafe partial class SendRing
     private const uint FeatSingleMmap = 1u << 0;
     private const uint EnterGetEvents = 1u << 0;
     private const byte OpSend = 26;
-    private const int MsgDontWait = 0x40;
+    private const byte OpRecv = 27;
+    private const uint MsgDontWait = 0x40;
     private const int ProtRead = 1;
     private const int ProtWrite = 2;
     private const int MapShared = 0x01;
