@@ -54,7 +54,7 @@ internal sealed unsafe class EpollLoop
         ready.Wait();
     }
 
-    /// <summary>The loop's io_uring for held sends; null where there is none (<see cref="IoRing.TryCreate"/>). Loop thread only.</summary>
+    /// <summary>The loop's io_uring for receives and held sends; null where there is none (<see cref="IoRing.TryCreate"/>). Loop thread only.</summary>
     internal IoRing? Ring { get; private set; }
 
     /// <summary>True when sockets go through Portico's own loops (decided once, at the first use).</summary>
@@ -239,7 +239,7 @@ internal sealed unsafe class EpollLoop
 
     /// <summary>
     /// Runs the deferred work of the batch, including work that work deferred while it ran, then submits the sends it
-    /// queued on the ring.
+    /// queued on the ring (<see cref="EpollSocket"/>'s held sends).
     /// </summary>
     private void RunDeferred()
     {
@@ -311,6 +311,26 @@ internal sealed unsafe class EpollLoop
     }
 
     /// <summary>
+    /// The socket an event is for; null when it was unregistered since the event was queued (its slot may hold a newer
+    /// socket). <paramref name="slots"/> is re-read when the slot is past its end (the table grew).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private EpollSocket? Find(ref EpollSocket?[] slots, ulong token)
+    {
+        var slot = (int)(uint)token;
+        if ((uint)slot >= (uint)slots.Length)
+        {
+            slots = Volatile.Read(ref _slots);
+            if ((uint)slot >= (uint)slots.Length)
+            {
+                return null;
+            }
+        }
+        var io = slots[slot];
+        return io is not null && io.Token == token ? io : null;
+    }
+
+    /// <summary>
     /// One batch of events with the ring: every event is noted first, with a receive queued for each reader that waits
     /// (<see cref="EpollSocket.NoteEvents"/>); one submission makes those receives; then the waiters run, in the
     /// order of the events, and find their bytes received. A batch's receives are one system call instead of one each.
@@ -321,24 +341,11 @@ internal sealed unsafe class EpollLoop
         var batch = _batch;
         for (var i = 0; i < count; i++)
         {
-            var token = events[i].Data;
-            var slot = (int)(uint)token;
-            if ((uint)slot >= (uint)slots.Length)
+            var io = batch[i] = Find(ref slots, events[i].Data);
+            if (io is null)
             {
-                slots = Volatile.Read(ref _slots);
-                if ((uint)slot >= (uint)slots.Length)
-                {
-                    batch[i] = null;
-                    continue;
-                }
-            }
-            var io = slots[slot];
-            if (io is null || io.Token != token)
-            {
-                batch[i] = null;
                 continue;
             }
-            batch[i] = io;
             try
             {
                 io.NoteEvents(events[i].Events, ring);
@@ -398,20 +405,8 @@ internal sealed unsafe class EpollLoop
         var slots = Volatile.Read(ref _slots);
         for (var i = 0; i < count; i++)
         {
-            var token = events[i].Data;
-            var slot = (int)(uint)token;
-            if ((uint)slot >= (uint)slots.Length)
+            if (Find(ref slots, events[i].Data) is not { } io)
             {
-                slots = Volatile.Read(ref _slots);
-                if ((uint)slot >= (uint)slots.Length)
-                {
-                    continue;
-                }
-            }
-            var io = slots[slot];
-            if (io is null || io.Token != token)
-            {
-                // Unregistered since the event was queued (its slot may hold a newer socket).
                 continue;
             }
             if ((i & (LoopClock.EventsPerTick - 1)) == LoopClock.EventsPerTick - 1)

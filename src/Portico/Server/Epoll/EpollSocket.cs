@@ -8,8 +8,8 @@ using Portico.Threading;
 namespace Portico.Server.Epoll;
 
 /// <summary>
-/// One non-blocking socket registered with an <see cref="EpollLoop"/>: receive and send straight through libc, with the
-/// socket's readiness kept here. Each read-side event of the loop bumps <see cref="_readEvents"/>; a receive that
+/// One non-blocking socket registered with an <see cref="EpollLoop"/>: receive and send straight through libc (or, for
+/// a batch's receives and held sends, the loop's <see cref="IoRing"/>), with the socket's readiness kept here. Each read-side event of the loop bumps <see cref="_readEvents"/>; a receive that
 /// returns less than it asked for (or EAGAIN) records the count it saw before the call as "drained". Until the count
 /// moves on, the socket has nothing to read (edge-triggered epoll reports every arrival after that), so a read waits
 /// for the loop instead of trying a receive(2) that would fail with EAGAIN. Sends are tried first and wait for a
@@ -664,13 +664,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
             var held = _held!;
             // -EAGAIN: no room at all; any other error drops the bytes (the owner's next receive meets it), as a send(2) would.
             var sent = result >= 0 ? result : result == -EpollNative.EAgain ? 0 : length;
-            _heldLength = 0;
-            _held = null;
-            if (sent < length)
-            {
-                _drain = SendSlowAsync(held.AsSpan(sent, length - sent).ToArray(), _ringSeen, default).AsTask();
-            }
-            BufferPool.Held.Return(held);
+            Sent(held, sent, length, _ringSeen);
         }
         finally
         {
@@ -724,20 +718,30 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
                 {
                 }
             }
-            _heldLength = 0;
-            _held = null;
-            if (sent < length)
-            {
-                // No room for all of it (a peer that does not read): the rest goes out as room comes.
-                _drain = SendSlowAsync(held.AsSpan(sent, length - sent).ToArray(), seen, default).AsTask();
-            }
-            BufferPool.Held.Return(held);
+            Sent(held, sent, length, seen);
             return sent == length;
         }
         finally
         {
             ExitHeld();
         }
+    }
+
+    /// <summary>
+    /// The held bytes were sent up to <paramref name="sent"/> of <paramref name="length"/> (with the gate taken): a rest
+    /// the socket had no room for (a peer that does not read) becomes the drain, which goes out as room comes. The drain
+    /// is set before the held length is cleared: a send on another thread that finds nothing held, without the gate,
+    /// must then find the drain and wait for it (it once found neither, and its bytes overtook the rest).
+    /// </summary>
+    private void Sent(byte[] held, int sent, int length, int seen)
+    {
+        if (sent < length)
+        {
+            _drain = SendSlowAsync(held.AsSpan(sent, length - sent).ToArray(), seen, default).AsTask();
+        }
+        _held = null;
+        Volatile.Write(ref _heldLength, 0);
+        BufferPool.Held.Return(held);
     }
 
     /// <summary><see cref="FlushDeferred"/>, then waits until a rest the socket had no room for is out too.</summary>

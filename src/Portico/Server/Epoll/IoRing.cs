@@ -68,10 +68,10 @@ internal sealed unsafe partial class IoRing
         _tail = *sqTail;
     }
 
-    /// <summary>How the loops make their held sends, for the start-up line.</summary>
+    /// <summary>How the loops make their receives and sends, for the start-up line.</summary>
     public static string Mode => Volatile.Read(ref _created) > 0
         ? Receives ? "sends and receives through io_uring" : "held sends through io_uring"
-        : _refusal is null ? "held sends through send(2)" : "held sends through send(2): " + _refusal;
+        : _refusal is null ? "plain recv(2) and send(2)" : "plain recv(2) and send(2): " + _refusal;
 
     /// <summary>True once some loop made its ring.</summary>
     public static bool AnyCreated => Volatile.Read(ref _created) > 0;
@@ -202,26 +202,28 @@ internal sealed unsafe partial class IoRing
         }
         Volatile.Write(ref *_sqTail, _tail);
         var completed = 0;
-        var submitted = Native.Enter(_ringFd, (uint)count, 0, 0);
-        if (submitted < 0)
+        var submitted = Math.Max(Native.Enter(_ringFd, (uint)count, 0, 0), 0);
+        if (submitted < count)
         {
-            // EINTR, EAGAIN or EBUSY (the completion queue is full: cannot happen, each submission is reaped at once):
-            // the kernel took nothing, so nothing of it will complete; the sockets make their sends themselves.
-            _tail -= (uint)count;
+            // -1 (EINTR, EAGAIN, EBUSY: the completion queue is full, which cannot happen as each submission is reaped at
+            // once) or fewer taken (a bad entry; SUBMIT_ALL takes the rest anyway): the kernel never read the entries
+            // past the ones it took, so they are taken back, and their sockets make their calls themselves (Fail).
+            _tail -= (uint)(count - submitted);
             Volatile.Write(ref *_sqTail, _tail);
-            Fail(0, count);
-            return;
         }
-        while (completed < count)
+        var waits = 0;
+        while (completed < submitted)
         {
             var head = *_cqHead;
             var tail = Volatile.Read(ref *_cqTail);
             if (head == tail)
             {
-                // Not expected (every send completes during the submission); wait for the rest rather than lose them.
-                if (Native.EnterWait(_ringFd, 0, 1, EnterGetEvents) < 0 && Marshal.GetLastSystemError() != 4 /* EINTR */)
+                // Not expected (every entry completes during the submission): wait for the rest rather than lose them,
+                // since the kernel may still write into their buffers.
+                if (Native.EnterWait(_ringFd, 0, 1, EnterGetEvents) < 0 && ++waits == 1000)
                 {
-                    break;
+                    Console.Error.WriteLine("portico: io_uring_enter keeps failing (errno " + Marshal.GetLastSystemError() + ") while entries are in flight");
+                    waits = 0;
                 }
                 continue;
             }
@@ -245,7 +247,6 @@ internal sealed unsafe partial class IoRing
         }
         if (submitted < count)
         {
-            // Entries the kernel did not take (only with a bad entry, and SUBMIT_ALL takes them all): made by hand.
             Fail(submitted, count);
         }
         _queued = 0;
@@ -266,7 +267,6 @@ internal sealed unsafe partial class IoRing
                 owner?.CompleteRingSend(RingNotTaken);
             }
         }
-        _queued = 0;
     }
 
     /// <summary>The result handed to a socket whose send the kernel never took: it makes the send itself.</summary>
