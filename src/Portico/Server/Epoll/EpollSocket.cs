@@ -163,29 +163,41 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     private int _stageSeen;
 
     /// <summary>Queues a receive on the ring for the reader this event woke (claimed by the caller).</summary>
-    private unsafe void StageReceive(IoRing ring, int seen)
+    private void StageReceive(IoRing ring, int seen)
     {
-        if (_closed)
+        if (_closed || !ReferenceForRing(ref _stageHandleAdded))
         {
             return;
         }
-        var added = false;
+        _stageSeen = seen;
+        var buffer = BufferPool.Held.Rent();
+        _staged = buffer;
+        ring.QueueReceive(this, Fd, buffer);
+    }
+
+    /// <summary>
+    /// Takes a reference on the socket's handle for an entry on the ring, so its descriptor cannot be closed (and
+    /// reused) before the submission is done; false once the socket is closed. <see cref="ReleaseForRing"/> gives it back.
+    /// </summary>
+    private bool ReferenceForRing(ref bool referenced)
+    {
         try
         {
-            Handle.DangerousAddRef(ref added);
+            Handle.DangerousAddRef(ref referenced);
         }
         catch (ObjectDisposedException)
         {
         }
-        if (!added)
+        return referenced;
+    }
+
+    private void ReleaseForRing(ref bool referenced)
+    {
+        if (referenced)
         {
-            return;
+            referenced = false;
+            Handle.DangerousRelease();
         }
-        _stageHandleAdded = true;
-        _stageSeen = seen;
-        var buffer = BufferPool.Held.Rent();
-        _staged = buffer;
-        ring.QueueReceive(this, Fd, (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer)), buffer.Length);
     }
 
     /// <summary>
@@ -195,11 +207,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     /// </summary>
     internal void CompleteRingReceive(int result)
     {
-        if (_stageHandleAdded)
-        {
-            _stageHandleAdded = false;
-            Handle.DangerousRelease();
-        }
+        ReleaseForRing(ref _stageHandleAdded);
         var buffer = _staged!;
         if (result > 0)
         {
@@ -603,7 +611,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     /// (<see cref="CompleteRingSend"/>): until then no other send, flush or close can slip in before these bytes. A
     /// party on the loop's own thread that wants the gate meanwhile submits the ring first (<see cref="EnterHeld"/>).
     /// </summary>
-    private unsafe bool TryQueueOnRing(IoRing ring)
+    private bool TryQueueOnRing(IoRing ring)
     {
         if (_drain is not null)
         {
@@ -617,24 +625,14 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
             ExitHeld();
             return length == 0 || held is null;
         }
-        var added = false;
-        try
-        {
-            Handle.DangerousAddRef(ref added);
-        }
-        catch (ObjectDisposedException)
-        {
-        }
-        if (!added)
+        if (!ReferenceForRing(ref _ringHandleAdded))
         {
             ExitHeld();
             return false;
         }
-        _ringHandleAdded = true;
         _ringSeen = Volatile.Read(ref _writeEvents);
         _inRing = true;
-        // Held buffers are pinned (BufferPool.Held), so the address stays good until the submission is done.
-        ring.Queue(this, Fd, (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(held)), length);
+        ring.QueueSend(this, Fd, held, length);
         return true;
     }
 
@@ -646,11 +644,7 @@ internal sealed class EpollSocket : IThreadPoolWorkItem
     internal void CompleteRingSend(int result)
     {
         _inRing = false;
-        if (_ringHandleAdded)
-        {
-            _ringHandleAdded = false;
-            Handle.DangerousRelease();
-        }
+        ReleaseForRing(ref _ringHandleAdded);
         if (result == IoRing.RingNotTaken)
         {
             ExitHeld();

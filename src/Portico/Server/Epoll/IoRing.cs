@@ -157,20 +157,19 @@ internal sealed unsafe partial class IoRing
     }
 
     /// <summary>
-    /// Queues a send of <paramref name="length"/> bytes at <paramref name="buffer"/> (which must not move: a pinned
-    /// array) on <paramref name="fd"/>, for <paramref name="owner"/> to be told the result at the next
-    /// <see cref="Submit"/>. A full queue is submitted first.
+    /// Queues a send of the first <paramref name="length"/> bytes of <paramref name="pinned"/> (an array that does not
+    /// move: <see cref="Threading.BufferPool.Held"/>) on <paramref name="fd"/>; <paramref name="owner"/> is told the
+    /// result at the next <see cref="Submit"/> (<see cref="EpollSocket.CompleteRingSend"/>). A full queue is submitted first.
     /// </summary>
-    public void Queue(EpollSocket owner, int fd, byte* buffer, int length) => Queue(owner, fd, buffer, length, OpSend, false);
+    public void QueueSend(EpollSocket owner, int fd, byte[] pinned, int length) => Queue(owner, fd, pinned, length, OpSend, false);
 
     /// <summary>
-    /// Queues a receive of up to <paramref name="length"/> bytes into <paramref name="buffer"/> (pinned) from
-    /// <paramref name="fd"/>; <paramref name="owner"/> gets the result at the next <see cref="Submit"/>
-    /// (<see cref="EpollSocket.CompleteRingReceive"/>).
+    /// Queues a receive of up to <paramref name="pinned"/>'s length into it from <paramref name="fd"/>;
+    /// <paramref name="owner"/> gets the result at the next <see cref="Submit"/> (<see cref="EpollSocket.CompleteRingReceive"/>).
     /// </summary>
-    public void QueueReceive(EpollSocket owner, int fd, byte* buffer, int length) => Queue(owner, fd, buffer, length, OpRecv, true);
+    public void QueueReceive(EpollSocket owner, int fd, byte[] pinned) => Queue(owner, fd, pinned, pinned.Length, OpRecv, true);
 
-    private void Queue(EpollSocket owner, int fd, byte* buffer, int length, byte opcode, bool receive)
+    private void Queue(EpollSocket owner, int fd, byte[] pinned, int length, byte opcode, bool receive)
     {
         if (_queued == (int)Entries)
         {
@@ -180,7 +179,8 @@ internal sealed unsafe partial class IoRing
         *sqe = default;
         sqe->Opcode = opcode;
         sqe->Fd = fd;
-        sqe->Addr = (ulong)buffer;
+        // The array is pinned (on the pinned object heap), so its address stays good until the submission is done.
+        sqe->Addr = (ulong)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
         sqe->Len = (uint)length;
         sqe->MsgFlags = receive ? MsgDontWait : (uint)EpollNative.MsgNoSignal | MsgDontWait;
         sqe->UserData = (ulong)_queued;
