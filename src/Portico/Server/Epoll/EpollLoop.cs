@@ -374,19 +374,37 @@ internal sealed unsafe class EpollLoop
                 continue;
             }
             batch[i] = null;
-            if ((i & (LoopClock.EventsPerTick - 1)) == LoopClock.EventsPerTick - 1)
+            Fire(io, i, events[i].Events, noted: true);
+        }
+    }
+
+    /// <summary>
+    /// Runs whoever waits for the <paramref name="index"/>th event of a batch (after <see cref="EpollSocket.NoteEvents"/>
+    /// when <paramref name="noted"/>), keeping the loop's clock within a few events' work on a long batch.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fire(EpollSocket io, int index, uint events, bool noted)
+    {
+        if ((index & (LoopClock.EventsPerTick - 1)) == LoopClock.EventsPerTick - 1)
+        {
+            // The first read of the batch is Run's, after the wait.
+            LoopClock.Tick();
+        }
+        try
+        {
+            if (noted)
             {
-                LoopClock.Tick();
+                io.FireEvents(events);
             }
-            try
+            else
             {
-                io.FireEvents(events[i].Events);
+                io.OnEvents(events);
             }
-            catch (Exception ex)
-            {
-                // A continuation that throws out of its own frame is a bug; the loop must outlive it.
-                Console.Error.WriteLine("portico: unhandled exception on an epoll loop: " + ex);
-            }
+        }
+        catch (Exception ex)
+        {
+            // A continuation that throws out of its own frame is a bug; the loop must outlive it.
+            Console.Error.WriteLine("portico: unhandled exception on an epoll loop: " + ex);
         }
     }
 
@@ -405,23 +423,9 @@ internal sealed unsafe class EpollLoop
         var slots = Volatile.Read(ref _slots);
         for (var i = 0; i < count; i++)
         {
-            if (Find(ref slots, events[i].Data) is not { } io)
+            if (Find(ref slots, events[i].Data) is { } io)
             {
-                continue;
-            }
-            if ((i & (LoopClock.EventsPerTick - 1)) == LoopClock.EventsPerTick - 1)
-            {
-                // A long batch keeps its time within a few events' work (the first read is Run's, after the wait).
-                LoopClock.Tick();
-            }
-            try
-            {
-                io.OnEvents(events[i].Events);
-            }
-            catch (Exception ex)
-            {
-                // A continuation that throws out of its own frame is a bug; the loop must outlive it.
-                Console.Error.WriteLine("portico: unhandled exception on an epoll loop: " + ex);
+                Fire(io, i, events[i].Events, noted: false);
             }
         }
     }
