@@ -79,7 +79,7 @@ internal sealed unsafe partial class IoRing
     /// <summary>Why the loops have no ring (null while none refused).</summary>
     public static string? Refusal => _refusal;
 
-    /// <summary>The number of sends queued and not yet submitted.</summary>
+    /// <summary>The number of entries (receives or sends) queued and not yet submitted.</summary>
     public int Queued => _queued;
 
     /// <summary>Makes a ring on the calling thread (the loop's), or null where io_uring is off or not to be had.</summary>
@@ -269,7 +269,7 @@ internal sealed unsafe partial class IoRing
         }
     }
 
-    /// <summary>The result handed to a socket whose send the kernel never took: it makes the send itself.</summary>
+    /// <summary>The result handed to a socket whose entry the kernel never took: it makes the call itself.</summary>
     public const int RingNotTaken = int.MinValue;
 
     private const int SysIoUringSetup = 425;
@@ -313,7 +313,7 @@ internal sealed unsafe partial class IoRing
         public CqRingOffsets CqOff;
     }
 
-    /// <summary>struct io_uring_sqe (64 bytes), the fields a send uses.</summary>
+    /// <summary>struct io_uring_sqe (64 bytes), the fields a send or a receive uses.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 64)]
     private struct Sqe
     {
@@ -342,7 +342,7 @@ internal sealed unsafe partial class IoRing
         [LibraryImport("libc", EntryPoint = "syscall")]
         public static partial nint Syscall(nint number, nint a1, nint a2, nint a3, nint a4, nint a5, nint a6);
 
-        // The submission is non-blocking (every send carries MSG_DONTWAIT), so it skips the GC transition as recv and
+        // The submission is non-blocking (every entry carries MSG_DONTWAIT), so it skips the GC transition as recv and
         // send do (EpollNative.Recv); the wait that follows only if something were left in flight keeps it.
         [LibraryImport("libc", EntryPoint = "syscall")]
         [SuppressGCTransition]
